@@ -1,0 +1,137 @@
+//! The one place where failures become HTTP responses.
+//!
+//! Every non-2xx answer has the shape `{"error": {"code", "message"}}` of `API.md`. Internal
+//! causes are logged here and never sent to the client.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use repositories::RepoError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// What a handler, extractor or middleware can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The database (or another dependency) cannot be reached right now; the client may retry.
+    #[error("the service is temporarily unavailable; retry shortly")]
+    Unavailable(#[source] anyhow::Error),
+    /// A bug or an unexpected failure; the cause is logged, the client sees a generic message.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+pub type ApiResult<T, E = ApiError> = Result<T, E>;
+
+/// Seconds a client is asked to wait before retrying a `503`.
+const RETRY_AFTER_SECS: &str = "1";
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidRequest(message.into())
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::NotFound(message.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The machine-readable `code` of the error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            // 405 has no code of its own in the contract: the request is wrong, so it is
+            // an `invalid_request`.
+            Self::InvalidRequest(_) | Self::MethodNotAllowed(_) => "invalid_request",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::NotFound(_) => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// One of `invalid_request`, `unauthorized`, `not_found`, `conflict`, `payload_too_large`,
+    /// `unsupported_media_type`, `unavailable`, `internal`.
+    pub code: String,
+    /// A sentence for a person.
+    pub message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            Self::Internal(cause) => {
+                tracing::error!(error.cause_chain = ?cause, "request failed");
+            }
+            Self::Unavailable(cause) => {
+                tracing::warn!(error.cause_chain = ?cause, "dependency unavailable");
+            }
+            _ => tracing::debug!(error = %self, "request rejected"),
+        }
+        let body = ErrorBody {
+            error: ErrorDetail { code: self.code().to_owned(), message: self.to_string() },
+        };
+        let mut response = (self.status(), Json(body)).into_response();
+        let headers = response.headers_mut();
+        match self {
+            Self::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<RepoError> for ApiError {
+    fn from(err: RepoError) -> Self {
+        match err {
+            RepoError::NotFound(what) => Self::NotFound(what),
+            RepoError::Conflict(what) => Self::Conflict(what),
+            RepoError::Invalid(what) => Self::InvalidRequest(what),
+            RepoError::Unavailable(cause) => Self::Unavailable(cause.into()),
+            RepoError::Db(cause) => Self::Internal(cause.into()),
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Extractors whose rejections use the error shape of `API.md`.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts};
+use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// `axum::Json`, with malformed bodies answered as `400`/`413`/`415` error JSON.
+#[derive(Debug, Clone, Copy, Default, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct Json<T>(pub T);
+
+/// `axum::extract::Query`, with bad query strings answered as `400` error JSON.
+#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
+
+/// `axum::extract::Path`, with undecodable segments answered as `400` error JSON.
+#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
+
+impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
+    fn into_response(self) -> axum::response::Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => Self::UnsupportedMediaType(
+                "expected a JSON body with Content-Type: application/json".into(),
+            ),
+            JsonRejection::JsonSyntaxError(err) => {
+                Self::InvalidRequest(format!("malformed JSON: {}", err.body_text()))
+            }
+            JsonRejection::JsonDataError(err) => {
+                Self::InvalidRequest(format!("unexpected JSON: {}", err.body_text()))
+            }
+            JsonRejection::BytesRejection(err) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::PayloadTooLarge("the request body is larger than this server accepts".into())
+            }
+            other => {
+                Self::InvalidRequest(format!("unreadable request body: {}", other.body_text()))
+            }
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::InvalidRequest(format!("bad query string: {}", rejection.body_text()))
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::InvalidRequest(format!("bad path: {}", rejection.body_text()))
+    }
+}
+
+/// The authenticated caller: the `sub` of a valid bearer token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthUser(pub String);
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = match parts.headers.get(AUTHORIZATION) {
+            Some(value) => Some(value.to_str().map_err(|_| {
+                ApiError::Unauthorized("the Authorization header is not valid text".into())
+            })?),
+            None => None,
+        };
+        state.verifier.verify_header(header).map(Self)
+    }
+}

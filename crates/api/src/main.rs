@@ -1,0 +1,53 @@
+//! `chatstore`: the chatstore server and its operator commands.
+//!
+//! ```text
+//! chatstore serve          # (the default) serve the HTTP API on PORT / the configured port
+//! chatstore token alice    # print a development JWT for user "alice"
+//! ```
+//!
+//! Configuration: `config/*.toml`, `APP_ENV`, `APP__SECTION__KEY`, `DATABASE_URL`, `PORT`
+//! (see `settings.rs` and the README).
+
+use anyhow::Context;
+use chatstore::settings::Settings;
+use chatstore::startup::Application;
+use chatstore::{auth, telemetry};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "chatstore", version, about = "Durable storage for AI chat applications")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Print a JWT for USER that this configuration accepts.
+    Token {
+        /// The user id (the token's `sub`).
+        user: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            telemetry::init(&settings.log);
+            let application = Application::build(settings).await?;
+            // Scripts wait for this line to know where the server is.
+            println!("chatstore listening on http://{}", application.local_addr());
+            application.run_until_stopped().await
+        }
+        Command::Token { user } => {
+            let token = auth::mint_token(&settings.auth, &user).context("cannot make a token")?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}

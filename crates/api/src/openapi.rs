@@ -1,0 +1,39 @@
+//! The OpenAPI document (`GET /openapi.json`) and its interactive page (`GET /docs`).
+
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::error::{ErrorBody, ErrorDetail};
+use crate::routes::health;
+
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "chatstore",
+        description = "Durable, multi-tenant storage for AI chat applications: chats, agent \
+                       session memory (OpenAI Agents SDK `Session`), and the ChatKit store and \
+                       protocol.\n\nEvery route except the operations routes needs \
+                       `Authorization: Bearer <JWT>`; the user is the token's `sub`. Errors are \
+                       `{\"error\": {\"code\", \"message\"}}`."
+    ),
+    paths(health::healthz, health::readyz, health::metrics),
+    components(schemas(ErrorBody, ErrorDetail)),
+    modifiers(&BearerAuth),
+    tags((name = "operations", description = "Liveness, readiness and metrics; no token needed")),
+)]
+pub(crate) struct ApiDoc;
+
+/// Declares the bearer-token scheme that the authenticated routes refer to.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                Http::builder().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build(),
+            ),
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! Building and running the server: testable on port 0, stoppable on demand.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request, header};
+use axum::response::IntoResponse;
+use repositories::Db;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::auth::TokenVerifier;
+use crate::error::ApiError;
+use crate::metrics::{self, Metrics};
+use crate::openapi::ApiDoc;
+use crate::routes;
+use crate::settings::Settings;
+use crate::state::AppState;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A server that is bound to its port and connected to its database, ready to run.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    db: Db,
+    shutdown_timeout: Duration,
+}
+
+impl Application {
+    /// Connects to the database (retrying while it wakes up), migrates it when configured, and
+    /// binds the listener (port 0 picks a free one).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let verifier = TokenVerifier::from_settings(&settings.auth)?;
+        let db = Db::connect(&settings.database).await.with_context(|| {
+            format!("cannot connect to the database at {}", settings.database.redacted_url())
+        })?;
+        if settings.database.migrate_on_start {
+            db.migrate().await.context("cannot migrate the database")?;
+        }
+        let address = format!("{}:{}", settings.server.host, settings.server.port);
+        let listener = TcpListener::bind(&address)
+            .await
+            .with_context(|| format!("cannot listen on {address}"))?;
+        let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_secs);
+        let state = AppState {
+            db: db.clone(),
+            settings: Arc::new(settings),
+            verifier,
+            metrics: Arc::new(Metrics::default()),
+        };
+        Ok(Self { listener, router: router(state), db, shutdown_timeout })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        // A bound TcpListener always has a local address.
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Serves until SIGTERM or SIGINT, then finishes in-flight requests.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting connections and waits (up to the
+    /// configured timeout) for in-flight requests to finish.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = stopping_tx.send(());
+        });
+        let timeout = self.shutdown_timeout;
+        let deadline = async move {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(timeout).await;
+            } else {
+                // The server ended without a shutdown request; let `server` report how.
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = server => result.context("the server failed")?,
+            () = deadline => tracing::warn!(?timeout, "shutdown timed out; dropping open connections"),
+        }
+        self.db.close().await;
+        Ok(())
+    }
+}
+
+/// The whole HTTP stack: routes, documentation, and the middleware every request goes through.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.settings.server.body_limit_bytes;
+    routes::router()
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|request: Request<axum::body::Body>| async move {
+            ApiError::MethodNotAllowed(format!("{} is not allowed on this route", request.method()))
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .with_state(state)
+        .layer(CatchPanicLayer::custom(|_panic| {
+            // The panic message is logged by the panic hook; the client learns nothing of it.
+            ApiError::Internal(anyhow::anyhow!("a request handler panicked")).into_response()
+        }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<axum::body::Body>| {
+                let request_id =
+                    request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

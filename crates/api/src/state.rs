@@ -1,0 +1,17 @@
+//! What every handler can reach.
+
+use std::sync::Arc;
+
+use repositories::Db;
+
+use crate::auth::TokenVerifier;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub settings: Arc<Settings>,
+    pub verifier: TokenVerifier,
+    pub metrics: Arc<Metrics>,
+}

@@ -1,0 +1,232 @@
+//! The connection pool and what differs between PostgreSQL and SQLite.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::postgres::PgConnectOptions;
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::{RepoError, RepoResult};
+
+/// How to reach the database; the `[database]` section of the configuration.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    /// `postgres://…` or `sqlite://PATH?mode=rwc`; may hold a password, so it is kept secret.
+    pub url: SecretString,
+    pub migrate_on_start: bool,
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub connect_timeout_secs: u64,
+    pub acquire_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub max_lifetime_secs: u64,
+    pub startup_timeout_secs: u64,
+    pub statement_cache: bool,
+    pub sqlite_busy_timeout_ms: u64,
+}
+
+/// The two databases chatstore runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl DatabaseSettings {
+    pub fn backend(&self) -> Result<Backend, String> {
+        let url = self.url.expose_secret();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else {
+            Err(format!(
+                "database.url / DATABASE_URL must start with postgres:// or sqlite: (got {})",
+                redacted_url(url)
+            ))
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        self.backend()?;
+        if self.max_connections == 0 {
+            return Err("database.max_connections must be at least 1".into());
+        }
+        if self.min_connections > self.max_connections {
+            return Err("database.min_connections must not exceed max_connections".into());
+        }
+        Ok(())
+    }
+
+    /// The URL with any password replaced, for logs and error messages.
+    pub fn redacted_url(&self) -> String {
+        redacted_url(self.url.expose_secret())
+    }
+
+    fn connect_options(&self) -> ConnectOptions {
+        let mut options = ConnectOptions::new(self.url.expose_secret().to_owned());
+        options
+            .max_connections(self.max_connections)
+            .min_connections(self.min_connections)
+            .connect_timeout(Duration::from_secs(self.connect_timeout_secs))
+            .acquire_timeout(Duration::from_secs(self.acquire_timeout_secs))
+            .idle_timeout(Duration::from_secs(self.idle_timeout_secs))
+            .max_lifetime(Duration::from_secs(self.max_lifetime_secs))
+            // A connection that sat idle may have been cut by a proxy or a scaled-to-zero
+            // server; check it before handing it out, but not on every hot-path acquire.
+            .test_before_acquire(false)
+            .test_before_acquire_if_idle_for(Duration::from_secs(30))
+            .sqlx_logging(false);
+        let statement_cache = self.statement_cache;
+        options.map_sqlx_postgres_opts(move |pg: PgConnectOptions| {
+            let pg = pg.application_name("chatstore");
+            if statement_cache { pg } else { pg.statement_cache_capacity(0) }
+        });
+        let busy_timeout = Duration::from_millis(self.sqlite_busy_timeout_ms);
+        options.map_sqlx_sqlite_opts(move |sqlite: SqliteConnectOptions| {
+            sqlite
+                .journal_mode(SqliteJournalMode::Wal)
+                // With WAL, NORMAL is durable across application crashes and only risks the
+                // last commits on power loss, at a fraction of FULL's fsyncs.
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(busy_timeout)
+                .foreign_keys(true)
+        });
+        options
+    }
+}
+
+/// The database: a connection pool plus what the repositories need to know about it.
+#[derive(Debug, Clone)]
+pub struct Db {
+    conn: DatabaseConnection,
+    backend: Backend,
+    /// SQLite allows one writer at a time, and a transaction that reads before it writes fails
+    /// with SQLITE_BUSY_SNAPSHOT if another connection wrote meanwhile. Serialising writers in
+    /// the process avoids both; PostgreSQL uses row locks instead.
+    sqlite_writer: Option<Arc<Mutex<()>>>,
+}
+
+impl Db {
+    /// Opens the pool, retrying with backoff for `startup_timeout_secs`: a serverless database
+    /// may still be waking up when the server starts.
+    pub async fn connect(settings: &DatabaseSettings) -> RepoResult<Self> {
+        let backend = settings.backend().map_err(RepoError::Invalid)?;
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(settings.startup_timeout_secs);
+        let mut delay = Duration::from_millis(200);
+        let conn = loop {
+            let attempt = async {
+                let conn = Database::connect(settings.connect_options()).await?;
+                conn.ping().await?;
+                Ok::<_, sea_orm::DbErr>(conn)
+            };
+            match attempt.await {
+                Ok(conn) => break conn,
+                Err(err) => {
+                    let err = RepoError::from(err);
+                    let retryable = matches!(err, RepoError::Unavailable(_));
+                    if !retryable || tokio::time::Instant::now() + delay > deadline {
+                        return Err(err);
+                    }
+                    tracing::warn!(
+                        database = %settings.redacted_url(),
+                        error = %err,
+                        retry_in_ms = delay.as_millis(),
+                        "database not reachable yet"
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        let sqlite_writer = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        Ok(Self { conn, backend, sqlite_writer })
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate(&self) -> RepoResult<()> {
+        Migrator::up(&self.conn, None).await?;
+        Ok(())
+    }
+
+    /// Answers whether the database responds right now.
+    pub async fn ping(&self) -> RepoResult<()> {
+        Ok(self.conn.ping().await?)
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn db_backend(&self) -> DbBackend {
+        self.conn.get_database_backend()
+    }
+
+    /// Open and idle connections in the pool, for metrics.
+    pub fn pool_status(&self) -> (u32, usize) {
+        match self.backend {
+            Backend::Postgres => {
+                let pool = self.conn.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            Backend::Sqlite => {
+                let pool = self.conn.get_sqlite_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+        }
+    }
+
+    /// Closes every pooled connection (at shutdown, and before tests drop their database).
+    pub async fn close(&self) {
+        if let Err(err) = self.conn.close_by_ref().await {
+            tracing::warn!(error = %err, "closing the database pool failed");
+        }
+    }
+
+    /// Serialises SQLite writers (see `sqlite_writer`); a no-op on PostgreSQL.
+    #[allow(dead_code)] // used by the write paths of the session and chat repositories
+    pub(crate) async fn write_guard(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.sqlite_writer {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        }
+    }
+}
+
+fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            // Only fails for URLs that cannot have a password, which this one has.
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "<unparseable database url>".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_url;
+
+    #[test]
+    fn redacted_url_hides_the_password_and_keeps_the_rest() {
+        let shown = redacted_url("postgres://app:s3cret@db.example.com:5432/chat?sslmode=require");
+        assert_eq!(shown, "postgres://app:***@db.example.com:5432/chat?sslmode=require");
+        assert_eq!(
+            redacted_url("sqlite://chatstore.db?mode=rwc"),
+            "sqlite://chatstore.db?mode=rwc"
+        );
+        assert_eq!(redacted_url("not a url"), "<unparseable database url>");
+    }
+}

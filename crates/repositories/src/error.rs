@@ -1,0 +1,68 @@
+//! The repositories' one error type.
+
+use sea_orm::{DbErr, RuntimeErr, sqlx};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// The thing asked for does not exist for this user.
+    #[error("{0}")]
+    NotFound(String),
+    /// The write collides with existing data (a taken id, a reused idempotency key).
+    #[error("{0}")]
+    Conflict(String),
+    /// The input cannot be stored (bad cursor, value out of range).
+    #[error("{0}")]
+    Invalid(String),
+    /// The database cannot be reached right now; retrying later may work.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] DbErr),
+    /// Any other database failure.
+    #[error("database error: {0}")]
+    Db(#[source] DbErr),
+}
+
+pub type RepoResult<T> = Result<T, RepoError>;
+
+impl From<DbErr> for RepoError {
+    fn from(err: DbErr) -> Self {
+        if is_unavailable(&err) { Self::Unavailable(err) } else { Self::Db(err) }
+    }
+}
+
+/// Whether `err` means "the database is out of reach or busy" rather than "this statement is
+/// wrong": those answer 503 with `Retry-After` instead of 500.
+fn is_unavailable(err: &DbErr) -> bool {
+    let sqlx_err = match err {
+        DbErr::ConnectionAcquire(_) => return true,
+        DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e)) => e,
+        DbErr::Conn(_) => return true,
+        _ => return false,
+    };
+    match sqlx_err.as_ref() {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| is_transient_code(&code)),
+        _ => false,
+    }
+}
+
+/// PostgreSQL SQLSTATEs of a lost or refused connection, and SQLite's "busy"/"locked".
+fn is_transient_code(code: &str) -> bool {
+    code.starts_with("08") // connection_exception
+        || matches!(
+            code,
+            "57P01" // admin_shutdown
+            | "57P02" // crash_shutdown
+            | "57P03" // cannot_connect_now (starting up, e.g. a waking serverless database)
+            | "53300" // too_many_connections
+            | "3D000" // invalid_catalog_name: the database is gone
+            | "5" // SQLITE_BUSY
+            | "6" // SQLITE_LOCKED
+            | "517" // SQLITE_BUSY_SNAPSHOT
+        )
+}

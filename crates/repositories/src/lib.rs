@@ -1,0 +1,11 @@
+//! Every SQL statement chatstore runs, behind one error type.
+//!
+//! The same code serves PostgreSQL and SQLite: [`Db`] owns the pool and the per-backend
+//! details (connection options, how writers are serialised), the repositories own the queries.
+
+mod db;
+mod error;
+
+pub use db::{Backend, DatabaseSettings, Db};
+pub use error::{RepoError, RepoResult};
+pub use sea_orm;

@@ -1,0 +1,34 @@
+//! chatstore's schema, as ordered sea-orm migrations.
+//!
+//! Conventions every table follows:
+//! - Tenant-owned rows carry `user_id`, and every client-chosen id is unique per user only
+//!   (composite keys), so two users may use the same id and the data can later be sharded
+//!   by user.
+//! - Orderings that must be exact use a `bigint` sequence (`seq`), never a timestamp alone.
+//! - Payloads (agent items, ChatKit objects) are stored as the exact JSON text the client
+//!   sent: byte-exact round trips (including `\u0000`, which JSONB rejects) and no re-encoding
+//!   on the way out. The columns the server queries on are typed columns beside them.
+
+// `MigrationTrait` declares `&SchemaManager` with an elided lifetime, and async_trait makes
+// an implementation that names it a mismatch (E0195), so the idiom lint cannot be followed.
+#![allow(elided_lifetimes_in_paths)]
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_create_chats;
+mod m20261122_000002_create_chatkit_threads;
+mod m20261122_000003_create_chatkit_attachments;
+
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261122_000001_create_chats::Migration),
+            Box::new(m20261122_000002_create_chatkit_threads::Migration),
+            Box::new(m20261122_000003_create_chatkit_attachments::Migration),
+        ]
+    }
+}
