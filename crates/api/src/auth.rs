@@ -407,13 +407,6 @@ mod tests {
         }
     }
 
-    fn temp_file(name: &str, contents: &str) -> PathBuf {
-        let path =
-            std::env::temp_dir().join(format!("chatstore-auth-{}-{name}", std::process::id()));
-        std::fs::write(&path, contents).unwrap();
-        path
-    }
-
     #[test]
     fn b64url_matches_known_values() {
         assert_eq!(b64url(b"f"), "Zg");
@@ -793,11 +786,14 @@ mod tests {
         assert!(debug.contains(r#"(ES256, Some("ec-1"))"#), "{debug}");
     }
 
-    /// The full message of a refused start with a JWKS file holding `jwks`.
-    fn startup_error(name: &str, jwks: &Value) -> String {
-        let path = temp_file(name, &jwks.to_string());
-        let error = TokenVerifier::from_settings(&settings(None, path.to_str())).unwrap_err();
-        format!("{error:#}")
+    /// The full message of a refused start with a JWKS file holding `contents`.
+    fn startup_error(name: &str, contents: &str) -> String {
+        let path =
+            std::env::temp_dir().join(format!("chatstore-auth-{}-{name}", std::process::id()));
+        std::fs::write(&path, contents).unwrap();
+        let result = TokenVerifier::from_settings(&settings(None, path.to_str()));
+        std::fs::remove_file(&path).unwrap();
+        format!("{:#}", result.unwrap_err())
     }
 
     #[test]
@@ -814,15 +810,14 @@ mod tests {
         let error = TokenVerifier::from_settings(&missing).unwrap_err();
         assert!(error.to_string().starts_with("cannot read the JWKS file"), "{error}");
 
-        let not_json = temp_file("not-json.json", "{ not json");
-        let error = TokenVerifier::from_settings(&settings(None, not_json.to_str())).unwrap_err();
-        assert!(error.to_string().ends_with("is not a JWKS document"), "{error}");
+        let error = startup_error("not-json.json", "{ not json");
+        assert!(error.contains("is not a JWKS document"), "{error}");
 
         let off_curve = json!({"keys": [
             {"kty": "EC", "crv": "P-256", "kid": "bad",
              "x": b64url(&[1; 32]), "y": b64url(&[2; 32])},
         ]});
-        let error = startup_error("off-curve.json", &off_curve);
+        let error = startup_error("off-curve.json", &off_curve.to_string());
         assert!(error.contains("invalid key bad"), "{error}");
     }
 
@@ -837,7 +832,7 @@ mod tests {
             {"kty": "RSA", "kid": "pss", "alg": "PS256", "n": "AQAB", "e": "AQAB"},
         ]});
         for (name, jwks) in [("unusable.json", unusable), ("empty.json", json!({"keys": []}))] {
-            let error = startup_error(name, &jwks);
+            let error = startup_error(name, &jwks.to_string());
             assert!(
                 error.ends_with("has no RS256 (RSA) or ES256 (EC P-256) signing key"),
                 "{error}"

@@ -78,6 +78,10 @@ impl FromRequestParts<AppState> for AuthUser {
             })?),
             None => None,
         };
-        state.verifier.verify_header(header).map(Self)
+        let user = state.verifier.verify_header(header)?;
+        // The user id keys every row: it must be storable like any other id.
+        crate::routes::validate_id("the token's sub", &user)
+            .map_err(|err| ApiError::Unauthorized(err.to_string()))?;
+        Ok(Self(user))
     }
 }

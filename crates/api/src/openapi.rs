@@ -4,7 +4,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::health;
+use crate::routes::{health, sessions};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -16,10 +16,22 @@ use crate::routes::health;
                        `Authorization: Bearer <JWT>`; the user is the token's `sub`. Errors are \
                        `{\"error\": {\"code\", \"message\"}}`."
     ),
-    paths(health::healthz, health::readyz, health::metrics),
+    paths(
+        health::healthz,
+        health::readyz,
+        health::metrics,
+        sessions::get_items,
+        sessions::add_items,
+        sessions::pop_item,
+        sessions::clear_session,
+    ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth),
-    tags((name = "operations", description = "Liveness, readiness and metrics; no token needed")),
+    tags(
+        (name = "operations", description = "Liveness, readiness and metrics; no token needed"),
+        (name = "sessions", description = "Agent session memory: the OpenAI Agents SDK `Session` \
+            protocol (`get_items`, `add_items`, `pop_item`, `clear_session`)"),
+    ),
 )]
 pub(crate) struct ApiDoc;
 

@@ -194,7 +194,6 @@ impl Db {
     }
 
     /// Serialises SQLite writers (see `sqlite_writer`); a no-op on PostgreSQL.
-    #[allow(dead_code)] // used by the write paths of the session and chat repositories
     pub(crate) async fn write_guard(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         match &self.sqlite_writer {
             Some(lock) => Some(lock.lock().await),

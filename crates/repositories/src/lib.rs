@@ -5,7 +5,9 @@
 
 mod db;
 mod error;
+mod sessions;
 
 pub use db::{Backend, DatabaseSettings, Db};
 pub use error::{RepoError, RepoResult};
 pub use sea_orm;
+pub use sessions::{IdempotencyKey, Sessions};
