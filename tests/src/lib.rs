@@ -6,6 +6,8 @@
 //! panics. The schema comes from the real migrations. API tests run the real server on port 0
 //! and talk HTTP to it.
 //!
+//! Set `TEST_LOG=1` to see the servers' logs (`RUST_LOG` picks the level).
+//!
 //! `dual_backend_tests!(a, b, ...)` turns `async fn a(backend: Backend)` into the tests
 //! `sqlite::a` and `postgres::a`. Without a reachable PostgreSQL the PostgreSQL half is skipped
 //! with a loud warning, except under `CI=true`, where it fails.
@@ -246,7 +248,11 @@ impl TestApp {
     /// Builds and starts the server (migrating the database through the real migrations).
     pub async fn spawn(database: &TestDatabase, customize: impl FnOnce(&mut Settings)) -> Self {
         let settings = test_settings(&database.url, customize);
-        chatstore::telemetry::init(&settings.log);
+        // Servers run on the test's threads but log from theirs, where libtest cannot capture
+        // the output; so they log only when asked to.
+        if std::env::var_os("TEST_LOG").is_some() {
+            chatstore::telemetry::init(&settings.log);
+        }
         let application = Application::build(settings.clone()).await.expect("the server builds");
         let address = format!("http://{}", application.local_addr());
         let (shutdown, stopped) = oneshot::channel::<()>();
@@ -282,6 +288,49 @@ impl TestApp {
         self.client.request(method, self.url(path)).bearer_auth(self.token(user))
     }
 
+    /// Sends a request as `user` (with a JSON body, if given) and returns the status and the
+    /// body text, unparsed, so tests can compare bytes exactly.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        user: &str,
+        json_body: Option<&str>,
+    ) -> Answer {
+        let mut request = self.request(method, path, user);
+        if let Some(body) = json_body {
+            request = request.header("content-type", "application/json").body(body.to_owned());
+        }
+        Answer::read(request.send().await.expect("the server answers")).await
+    }
+
+    pub async fn get(&self, path: &str, user: &str) -> Answer {
+        self.send(reqwest::Method::GET, path, user, None).await
+    }
+
+    pub async fn post(&self, path: &str, user: &str, json_body: &str) -> Answer {
+        self.send(reqwest::Method::POST, path, user, Some(json_body)).await
+    }
+
+    pub async fn delete(&self, path: &str, user: &str) -> Answer {
+        self.send(reqwest::Method::DELETE, path, user, None).await
+    }
+
+    /// The `chats` row of `user`'s chat `chat_id`, read straight from the database.
+    pub async fn chat_row(&self, user: &str, chat_id: &str) -> Option<entity::chat::Model> {
+        use sea_orm::EntityTrait;
+        entity::chat::Entity::find_by_id((user.to_owned(), chat_id.to_owned()))
+            .one(self.db.connection())
+            .await
+            .expect("read the chats table")
+    }
+
+    /// Every `chats` row, of every user.
+    pub async fn all_chat_rows(&self) -> Vec<entity::chat::Model> {
+        use sea_orm::EntityTrait;
+        entity::chat::Entity::find().all(self.db.connection()).await.expect("read the chats table")
+    }
+
     /// Asks the server to shut down (as SIGTERM would) and waits for it to finish.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         if let Some(shutdown) = self.shutdown.take() {
@@ -300,6 +349,51 @@ impl TestApp {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Answer {
+    pub async fn read(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("a readable body");
+        Self { status, headers, text }
+    }
+
+    /// The body as JSON (panics with the body text when it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|err| panic!("body is not JSON ({err}): {}", self.text))
+    }
+
+    /// Asserts the error JSON of `API.md` with this status and code.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        let body = self.json();
+        assert_eq!(body["error"]["code"], code, "unexpected error body: {}", self.text);
+        assert!(
+            body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "error without a message: {}",
+            self.text
+        );
+        assert_eq!(
+            self.headers.get("content-type").and_then(|v| v.to_str().ok()),
+            Some("application/json"),
+            "error bodies are JSON"
+        );
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 

@@ -1,0 +1,330 @@
+"""An OpenAI Agents SDK ``Session`` whose items live in a chatstore server.
+
+``ChatstoreSession`` implements the ``agents.memory.Session`` protocol over chatstore's HTTP
+API (``/sessions/{id}/items``, ``/sessions/{id}/pop``):
+
+- ``get_items(limit=None)``: an explicit ``limit`` wins; ``None`` falls back to
+  ``session_settings.limit``; ``None`` there too means every item. The result is the latest
+  ``limit`` items, oldest first. ``limit <= 0`` returns ``[]`` without a request (the rule of
+  the SDK's ``SimpleListSession`` and ``RedisSession``; the server itself answers 400 to a
+  negative limit). Limits above 2**63 - 1 are clamped to it.
+- ``add_items(items)``: appends the batch atomically, in order. ``[]`` sends nothing. Each
+  call sends one ``Idempotency-Key`` (a fresh uuid4) and retries connection failures and
+  502/503/504 answers with the SAME key and byte-identical body, so a retry never adds the
+  batch twice.
+- ``pop_item()``: removes and returns the newest item, ``None`` when empty. Never retried: a
+  pop whose answer was lost may already have removed an item, and repeating it would remove
+  another.
+- ``clear_session()``: removes every item. Retried like ``add_items`` (clearing is idempotent).
+- ``get_items`` is retried too (it changes nothing).
+
+Mutations (``add_items``, ``pop_item``, ``clear_session``) settle before a cancellation
+propagates, like the SDK's built-in sessions: a cancelled caller still waits for the request
+(and its retries) to finish, then re-raises ``CancelledError``.
+
+Non-2xx answers raise :class:`~chatstore.errors.ChatstoreError` (with ``status_code``, the
+server's ``code`` and ``message``); failures with no response, after retries, raise
+:class:`~chatstore.errors.ChatstoreConnectionError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import operator
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+from agents.memory.session_settings import (
+    SessionSettings,
+    coerce_session_settings,
+    resolve_session_limit,
+)
+
+from .errors import ChatstoreConnectionError, ChatstoreError
+
+__all__ = ["ChatstoreSession", "DEFAULT_TIMEOUT"]
+
+#: Default per-request timeouts: 30 s overall, 10 s to connect.
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+
+_MAX_LIMIT = 2**63 - 1
+_RETRY_STATUSES = frozenset({502, 503, 504})
+# Transport errors that a retry cannot fix.
+_PERMANENT_TRANSPORT_ERRORS = (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyError)
+_MAX_RETRY_AFTER = 30.0
+_USER_AGENT = "chatstore-python/0.1.0"
+
+_T = TypeVar("_T")
+
+TokenSource = str | Callable[[], str | Awaitable[str]]
+
+
+class ChatstoreSession:
+    """Agent session memory stored in chatstore, one conversation per ``session_id``.
+
+    Args:
+        session_id: Any non-empty string (up to 255 UTF-8 bytes, no NUL); it is
+            percent-encoded into the URL path, so ``/``, ``%``, spaces and emoji are fine.
+        base_url: The server's root URL, e.g. ``http://127.0.0.1:8080`` (a path prefix such as
+            ``https://host/chatstore`` is kept).
+        token: A bearer JWT, or a function (sync or async) returning one, called before every
+            request, for tokens that are refreshed.
+        session_settings: ``SessionSettings``, a dict such as ``{"limit": 20}`` (coerced the way
+            the SDK's built-in sessions do; unknown keys are rejected) or ``None``
+            (``SessionSettings()``).
+        client: An ``httpx.AsyncClient`` to send requests with (connection pooling shared
+            between sessions). It is never closed by this session. Without it the session
+            creates its own, closed by :meth:`aclose`.
+        timeout: Timeout for the session's own client (ignored when ``client`` is given).
+        max_retries: How many times a retryable request is repeated after a connection error
+            or a 502/503/504 answer (``0`` disables retries).
+        retry_backoff: First retry delay in seconds; it doubles each retry (with jitter, at
+            most 8 s). A ``Retry-After`` header (at most 30 s) wins when larger.
+    """
+
+    session_id: str
+    session_settings: SessionSettings | None
+
+    def __init__(
+        self,
+        session_id: str,
+        *,
+        base_url: str,
+        token: TokenSource,
+        session_settings: SessionSettings | dict[str, Any] | None = None,
+        client: httpx.AsyncClient | None = None,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        max_retries: int = 3,
+        retry_backoff: float = 0.25,
+    ) -> None:
+        if not isinstance(session_id, str) or not session_id:
+            raise ValueError("session_id must be a non-empty string")
+        if not base_url:
+            raise ValueError("base_url is required")
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        self.session_id = session_id
+        self.session_settings = (
+            coerce_session_settings(session_settings)
+            if session_settings is not None
+            else SessionSettings()
+        )
+        self._base_url = base_url.rstrip("/")
+        self._token = token
+        self._max_retries = max_retries
+        self._retry_backoff = retry_backoff
+        if client is None:
+            self._client = httpx.AsyncClient(timeout=timeout, headers={"User-Agent": _USER_AGENT})
+            self._owns_client = True
+        else:
+            self._client = client
+            self._owns_client = False
+        encoded = quote(session_id, safe="")
+        if encoded in (".", ".."):
+            # URL normalisation would drop a "." or ".." path segment; %2E survives it.
+            encoded = encoded.replace(".", "%2E")
+        self._items_url = f"{self._base_url}/sessions/{encoded}/items"
+        self._pop_url = f"{self._base_url}/sessions/{encoded}/pop"
+
+    def __repr__(self) -> str:
+        return f"ChatstoreSession(session_id={self.session_id!r}, base_url={self._base_url!r})"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close the HTTP client this session created (a client passed in stays open)."""
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> ChatstoreSession:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- the Session protocol --------------------------------------------------------------
+
+    async def get_items(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The latest ``limit`` items, oldest first; every item when the limit resolves to None.
+
+        An explicit ``limit`` wins over ``session_settings.limit``. ``limit <= 0`` gives ``[]``.
+        """
+        resolved = resolve_session_limit(limit, self.session_settings)
+        params: dict[str, int] | None = None
+        if resolved is not None:
+            resolved = operator.index(resolved)
+            if resolved <= 0:
+                return []
+            params = {"limit": min(resolved, _MAX_LIMIT)}
+        response = await self._request("GET", self._items_url, params=params, retry=True)
+        body = _json_body(response)
+        items = body.get("items") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise _unexpected(response, 'expected {"items": [...]}')
+        return items
+
+    async def add_items(self, items: list[dict[str, Any]]) -> None:
+        """Append ``items`` as one batch, in order; ``[]`` is a no-op (no request)."""
+        if not items:
+            return
+        body = _encode_items(items)
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": str(uuid.uuid4()),
+        }
+        await _settle(
+            self._request("POST", self._items_url, content=body, headers=headers, retry=True)
+        )
+
+    async def pop_item(self) -> dict[str, Any] | None:
+        """Remove and return the newest item, or ``None`` when the session is empty."""
+        response = await _settle(self._request("POST", self._pop_url, retry=False))
+        body = _json_body(response)
+        if not isinstance(body, dict) or "item" not in body:
+            raise _unexpected(response, 'expected {"item": object | null}')
+        item = body["item"]
+        if item is not None and not isinstance(item, dict):
+            raise _unexpected(response, "expected the item to be an object or null")
+        return item
+
+    async def clear_session(self) -> None:
+        """Remove every item of this session (an unknown session is fine)."""
+        await _settle(self._request("DELETE", self._items_url, retry=True))
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    async def _authorization(self) -> str:
+        token = self._token
+        if callable(token):
+            token = token()
+            if inspect.isawaitable(token):
+                token = await token
+        if not isinstance(token, str) or not token:
+            raise ValueError("token must be a non-empty string (or return one)")
+        return f"Bearer {token}"
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        retry: bool,
+    ) -> httpx.Response:
+        attempt = 0
+        while True:
+            request_headers = {"Accept": "application/json"}
+            if headers:
+                request_headers.update(headers)
+            request_headers["Authorization"] = await self._authorization()
+            can_retry = retry and attempt < self._max_retries
+            try:
+                response = await self._client.request(
+                    method, url, params=params, content=content, headers=request_headers
+                )
+            except _PERMANENT_TRANSPORT_ERRORS as exc:
+                raise ChatstoreConnectionError(f"{method} {url} failed: {exc!r}") from exc
+            except httpx.TransportError as exc:
+                if not can_retry:
+                    tries = f" after {attempt + 1} attempts" if attempt else ""
+                    raise ChatstoreConnectionError(
+                        f"{method} {url} failed{tries}: {exc!r}"
+                    ) from exc
+                delay = self._backoff(attempt, None)
+            else:
+                if response.is_success:
+                    return response
+                if not (can_retry and response.status_code in _RETRY_STATUSES):
+                    raise ChatstoreError.from_response(response)
+                delay = self._backoff(attempt, response.headers.get("retry-after"))
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    def _backoff(self, attempt: int, retry_after: str | None) -> float:
+        delay = min(8.0, self._retry_backoff * (2**attempt))
+        delay *= 0.5 + random.random() / 2
+        hinted = _parse_retry_after(retry_after)
+        if hinted is not None:
+            delay = max(delay, min(hinted, _MAX_RETRY_AFTER))
+        return delay
+
+
+def _encode_items(items: Sequence[Mapping[str, Any]]) -> bytes:
+    """The request body, encoded once so that every retry sends the same bytes."""
+    batch = []
+    for index, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise TypeError(f"items[{index}] must be a dict (a JSON object), not {type(item).__name__}")
+        batch.append(item if isinstance(item, dict) else dict(item))
+    try:
+        text = json.dumps(
+            {"items": batch}, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        )
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            "items contain a lone surrogate, which is not valid JSON text for chatstore"
+        ) from exc
+
+
+def _json_body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise _unexpected(response, "the body is not JSON") from exc
+
+
+def _unexpected(response: httpx.Response, what: str) -> ChatstoreError:
+    return ChatstoreError(
+        f"unexpected response from {response.request.method} {response.request.url}: {what}",
+        status_code=response.status_code,
+        request_id=response.headers.get("x-request-id"),
+    )
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+async def _settle(awaitable: Awaitable[_T]) -> _T:
+    """Await a mutation to its real outcome even if the caller is cancelled meanwhile."""
+    task = asyncio.ensure_future(awaitable)
+    cancellation: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError as exc:
+            if cancellation is None:
+                cancellation = exc
+    try:
+        result = task.result()
+    except BaseException:
+        if cancellation is not None:
+            raise cancellation from None
+        raise
+    if cancellation is not None:
+        raise cancellation from None
+    return result

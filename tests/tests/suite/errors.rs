@@ -1,0 +1,87 @@
+//! Malformed requests get a clear 4xx in the error shape of `API.md`, and change nothing.
+
+use chatstore_tests::{Backend, TestApp, dual_backend_tests, with_app_configured};
+
+const BODY_LIMIT: usize = 2048;
+
+async fn nothing_stored(app: &TestApp) {
+    assert_eq!(app.db.sessions().newest_seq("alice", "s").await.unwrap(), None);
+    let chats = app.all_chat_rows().await;
+    assert!(chats.is_empty(), "no chat was created: {chats:?}");
+}
+
+async fn malformed_bodies_are_rejected_with_error_json(backend: Backend) {
+    with_app_configured(
+        backend,
+        |s| s.server.body_limit_bytes = BODY_LIMIT,
+        async |app| {
+            let post = |content_type: Option<&'static str>, body: String| {
+                let mut request = app.request(reqwest::Method::POST, "/sessions/s/items", "alice");
+                if let Some(content_type) = content_type {
+                    request = request.header("content-type", content_type);
+                }
+                async move {
+                    chatstore_tests::Answer::read(request.body(body).send().await.unwrap()).await
+                }
+            };
+            let json = Some("application/json");
+            post(json, "{\"items\": [".into()).await.assert_error(400, "invalid_request");
+            post(json, "not json at all".into()).await.assert_error(400, "invalid_request");
+            post(json, String::new()).await.assert_error(400, "invalid_request");
+            post(json, "[{\"a\":1}]".into()).await.assert_error(400, "invalid_request");
+            post(json, "{\"items\": {\"a\": 1}}".into()).await.assert_error(400, "invalid_request");
+            post(json, "{\"itemz\": []}".into()).await.assert_error(400, "invalid_request");
+            post(json, "{\"items\": [], \"extra\": 1}".into())
+                .await
+                .assert_error(400, "invalid_request");
+            post(json, "{\"items\": [{\"a\":1}, 2]}".into())
+                .await
+                .assert_error(400, "invalid_request");
+            post(json, "{\"items\": [{\"a\":1}, null]}".into())
+                .await
+                .assert_error(400, "invalid_request");
+            post(json, "{\"items\": [\"{}\"]}".into()).await.assert_error(400, "invalid_request");
+            post(Some("text/plain"), "{\"items\": []}".into())
+                .await
+                .assert_error(415, "unsupported_media_type");
+            post(None, "{\"items\": []}".into()).await.assert_error(415, "unsupported_media_type");
+            let big = format!("{{\"items\": [{{\"text\": \"{}\"}}]}}", "x".repeat(BODY_LIMIT));
+            post(json, big).await.assert_error(413, "payload_too_large");
+            nothing_stored(app).await;
+        },
+    )
+    .await;
+}
+
+async fn bad_query_strings_and_ids_are_rejected(backend: Backend) {
+    with_app_configured(
+        backend,
+        |_| {},
+        async |app| {
+            for query in ["limit=-1", "limit=abc", "limit=1.5", "limit=99999999999999999999999"] {
+                app.get(&format!("/sessions/s/items?{query}"), "alice")
+                    .await
+                    .assert_error(400, "invalid_request");
+            }
+            let long = "x".repeat(256);
+            app.get(&format!("/sessions/{long}/items"), "alice")
+                .await
+                .assert_error(400, "invalid_request");
+            app.post(&format!("/sessions/{long}/items"), "alice", "{\"items\":[{}]}")
+                .await
+                .assert_error(400, "invalid_request");
+            app.post("/sessions/a%00b/items", "alice", "{\"items\":[{}]}")
+                .await
+                .assert_error(400, "invalid_request");
+            // Not UTF-8 once percent-decoded.
+            app.get("/sessions/%FF%FE/items", "alice").await.assert_error(400, "invalid_request");
+            nothing_stored(app).await;
+        },
+    )
+    .await;
+}
+
+dual_backend_tests!(
+    malformed_bodies_are_rejected_with_error_json,
+    bad_query_strings_and_ids_are_rejected
+);

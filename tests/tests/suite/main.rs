@@ -1,0 +1,7 @@
+//! The cross-crate suite, compiled as one test binary (one link, shared harness).
+
+mod auth;
+mod errors;
+mod migrations;
+mod operations;
+mod sessions;

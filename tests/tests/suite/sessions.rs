@@ -1,0 +1,302 @@
+//! The Agents SDK `Session` protocol over HTTP: exact semantics, fidelity, tenancy,
+//! idempotency and concurrency.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chatstore_tests::{Backend, TestApp, dual_backend_tests, with_app, with_database, within};
+use serde_json::{Value, json};
+
+fn items_of(answer: &chatstore_tests::Answer) -> Vec<Value> {
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    answer.json()["items"].as_array().expect("items").clone()
+}
+
+async fn add(app: &TestApp, user: &str, session: &str, items: &[Value]) {
+    let body = json!({ "items": items }).to_string();
+    let answer = app.post(&format!("/sessions/{session}/items"), user, &body).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(answer.json(), json!({ "added": items.len() }));
+}
+
+fn numbered(range: std::ops::Range<usize>) -> Vec<Value> {
+    range.map(|n| json!({ "role": "user", "content": format!("m{n}") })).collect()
+}
+
+async fn get_items_follows_the_protocol(backend: Backend) {
+    with_app(backend, async |app| {
+        // An unknown session has no items, and reading it creates nothing.
+        assert!(items_of(&app.get("/sessions/s/items", "alice").await).is_empty());
+        assert_eq!(app.db.sessions().newest_seq("alice", "s").await.unwrap(), None);
+        assert!(app.all_chat_rows().await.is_empty());
+
+        add(app, "alice", "s", &numbered(0..3)).await;
+        add(app, "alice", "s", &numbered(3..5)).await;
+        assert_eq!(items_of(&app.get("/sessions/s/items", "alice").await), numbered(0..5));
+        assert_eq!(items_of(&app.get("/sessions/s/items?limit=2", "alice").await), numbered(3..5));
+        assert_eq!(items_of(&app.get("/sessions/s/items?limit=5", "alice").await), numbered(0..5));
+        assert_eq!(items_of(&app.get("/sessions/s/items?limit=99", "alice").await), numbered(0..5));
+        assert!(items_of(&app.get("/sessions/s/items?limit=0", "alice").await).is_empty());
+        // The value the SDK's compaction passes.
+        let all = app.get("/sessions/s/items?limit=2147483647", "alice").await;
+        assert_eq!(items_of(&all), numbered(0..5));
+
+        // `[]` is a no-op that creates nothing.
+        let answer = app.post("/sessions/empty/items", "alice", "{\"items\":[]}").await;
+        assert_eq!(answer.json(), json!({ "added": 0 }));
+        let chat = app.chat_row("alice", "empty").await;
+        assert!(chat.is_none());
+    })
+    .await;
+}
+
+async fn first_write_creates_an_active_untitled_chat(backend: Backend) {
+    with_app(backend, async |app| {
+        add(app, "alice", "fresh", &numbered(0..2)).await;
+        let chat = app.chat_row("alice", "fresh").await.expect("the chat exists");
+        assert!(chat.is_active);
+        assert_eq!(chat.title, None);
+        assert_eq!(chat.item_count, 2);
+    })
+    .await;
+}
+
+async fn pop_and_clear_follow_the_protocol(backend: Backend) {
+    with_app(backend, async |app| {
+        assert_eq!(app.post("/sessions/s/pop", "alice", "").await.json(), json!({ "item": null }));
+        add(app, "alice", "s", &numbered(0..3)).await;
+        for n in (0..3).rev() {
+            let popped = app.post("/sessions/s/pop", "alice", "").await;
+            assert_eq!(popped.json(), json!({ "item": numbered(n..n + 1)[0] }));
+            assert_eq!(items_of(&app.get("/sessions/s/items", "alice").await), numbered(0..n));
+        }
+        assert_eq!(app.post("/sessions/s/pop", "alice", "").await.json(), json!({ "item": null }));
+
+        add(app, "alice", "s", &numbered(0..4)).await;
+        let cleared = app.delete("/sessions/s/items", "alice").await;
+        assert_eq!(cleared.status, 204);
+        assert!(items_of(&app.get("/sessions/s/items", "alice").await).is_empty());
+        // The chat stays, with no items.
+        let chat = app.chat_row("alice", "s").await.expect("the chat stays");
+        assert_eq!(chat.item_count, 0);
+        // Clearing an unknown session is fine and creates nothing.
+        assert_eq!(app.delete("/sessions/unknown/items", "alice").await.status, 204);
+        assert_eq!(app.db.sessions().newest_seq("alice", "unknown").await.unwrap(), None);
+    })
+    .await;
+}
+
+async fn items_round_trip_byte_for_byte(backend: Backend) {
+    with_app(backend, async |app| {
+        let items = [
+            r#"{"role":"user","content":"nul:\u0000 tab:\t quote:\" back:\\ 日本 🎉 Привет"}"#,
+            r#"{"big":123456789012345678901234567890,"neg":-9223372036854775809,"f":1.0e5,"z":-0.0}"#,
+            r#"{"type":"function_call","arguments":"{\"city\":\"Paris\"}","call_id":"c1","nested":{"a":[1,{"b":null}],"e":{}}}"#,
+            r#"{"escaped":"\u65e5\u672c \ud83c\udf89","surrogate_pair_kept_escaped":true}"#,
+            r#"{ "spaced" : [ 1 , 2 ] ,"keys":"order kept","a":1}"#,
+        ];
+        let body = format!("{{\"items\":[{}]}}", items.join(","));
+        assert_eq!(app.post("/sessions/fidelity/items", "alice", &body).await.status, 200);
+        let expected = format!("{{\"items\":[{}]}}", items.join(","));
+        assert_eq!(app.get("/sessions/fidelity/items", "alice").await.text, expected);
+        let tail = app.get("/sessions/fidelity/items?limit=1", "alice").await.text;
+        assert_eq!(tail, format!("{{\"items\":[{}]}}", items[4]));
+        let popped = app.post("/sessions/fidelity/pop", "alice", "").await.text;
+        assert_eq!(popped, format!("{{\"item\":{}}}", items[4]));
+    })
+    .await;
+}
+
+async fn odd_session_ids_work(backend: Backend) {
+    with_app(backend, async |app| {
+        // Percent-encoded: a slash, a percent sign, spaces, an emoji, and 255 bytes.
+        let ids = [
+            ("a/b", "a%2Fb"),
+            ("100%", "100%25"),
+            ("with spaces", "with%20spaces"),
+            ("😀 chat", "%F0%9F%98%80%20chat"),
+        ];
+        for (n, (raw, encoded)) in ids.iter().enumerate() {
+            add(app, "alice", encoded, &numbered(n..n + 1)).await;
+            assert_eq!(
+                app.db.sessions().latest_items("alice", raw, 5).await.unwrap().len(),
+                1,
+                "{raw}"
+            );
+        }
+        let longest = "é".repeat(127) + "x"; // 255 bytes
+        let encoded: String = longest.bytes().map(|b| format!("%{b:02X}")).collect();
+        add(app, "alice", &encoded, &numbered(0..1)).await;
+        assert_eq!(app.db.sessions().latest_items("alice", &longest, 5).await.unwrap().len(), 1);
+    })
+    .await;
+}
+
+async fn users_never_see_each_others_sessions(backend: Backend) {
+    with_app(backend, async |app| {
+        add(app, "alice", "shared-id", &numbered(0..2)).await;
+        add(app, "bob", "shared-id", &numbered(10..11)).await;
+        assert_eq!(items_of(&app.get("/sessions/shared-id/items", "alice").await), numbered(0..2));
+        assert_eq!(items_of(&app.get("/sessions/shared-id/items", "bob").await), numbered(10..11));
+        // Bob's pop and clear touch only Bob's items.
+        let popped = app.post("/sessions/shared-id/pop", "bob", "").await.json();
+        assert_eq!(popped["item"], numbered(10..11)[0]);
+        assert_eq!(app.delete("/sessions/shared-id/items", "bob").await.status, 204);
+        assert_eq!(
+            app.db.sessions().latest_items("alice", "shared-id", 10).await.unwrap().len(),
+            2
+        );
+        assert_eq!(
+            app.post("/sessions/alice-only/items", "alice", "{\"items\":[{}]}").await.status,
+            200
+        );
+        assert!(items_of(&app.get("/sessions/alice-only/items", "bob").await).is_empty());
+        assert_eq!(
+            app.post("/sessions/alice-only/pop", "bob", "").await.json()["item"],
+            Value::Null
+        );
+        assert_eq!(
+            app.db.sessions().latest_items("alice", "alice-only", 10).await.unwrap().len(),
+            1
+        );
+    })
+    .await;
+}
+
+async fn a_retried_batch_with_the_same_idempotency_key_is_stored_once(backend: Backend) {
+    with_app(backend, async |app| {
+        let body = json!({ "items": numbered(0..3) }).to_string();
+        let send = |key: &'static str, body: String| {
+            let request = app
+                .request(reqwest::Method::POST, "/sessions/s/items", "alice")
+                .header("content-type", "application/json")
+                .header("idempotency-key", key)
+                .body(body);
+            async move { chatstore_tests::Answer::read(request.send().await.unwrap()).await }
+        };
+        let first = send("batch-1", body.clone()).await;
+        let retry = send("batch-1", body.clone()).await;
+        assert_eq!(first.status, 200);
+        assert_eq!((retry.status, retry.text.as_str()), (200, first.text.as_str()));
+        assert_eq!(items_of(&app.get("/sessions/s/items", "alice").await), numbered(0..3));
+
+        // The same key with another batch is a conflict that stores nothing.
+        let other = json!({ "items": numbered(5..6) }).to_string();
+        send("batch-1", other).await.assert_error(409, "conflict");
+        assert_eq!(items_of(&app.get("/sessions/s/items", "alice").await), numbered(0..3));
+        // A new key appends again; keys are per session and per user.
+        assert_eq!(send("batch-2", body.clone()).await.status, 200);
+        assert_eq!(items_of(&app.get("/sessions/s/items", "alice").await).len(), 6);
+        let bob = app
+            .request(reqwest::Method::POST, "/sessions/s/items", "bob")
+            .header("content-type", "application/json")
+            .header("idempotency-key", "batch-1")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bob.status(), 200);
+        assert_eq!(app.db.sessions().latest_items("bob", "s", 10).await.unwrap().len(), 3);
+        send("", "{\"items\":[]}".into()).await.assert_error(400, "invalid_request");
+    })
+    .await;
+}
+
+async fn a_full_read_longer_than_one_page_is_complete_and_ordered(backend: Backend) {
+    with_app(backend, async |app| {
+        let items = numbered(0..1234);
+        for chunk in items.chunks(400) {
+            add(app, "alice", "long", chunk).await;
+        }
+        let answer = app.get("/sessions/long/items", "alice").await;
+        assert_eq!(items_of(&answer), items);
+        let tail = app.get("/sessions/long/items?limit=50", "alice").await;
+        assert_eq!(items_of(&tail), items[1184..].to_vec());
+    })
+    .await;
+}
+
+/// Concurrent batches never interleave or lose an item; on PostgreSQL they go through two
+/// server processes sharing the database.
+async fn concurrent_batches_stay_whole_and_ordered(backend: Backend) {
+    with_database(backend, async |database| {
+        let mut first = TestApp::spawn(database, |_| {}).await;
+        let mut second = match backend {
+            Backend::Postgres => Some(TestApp::spawn(database, |_| {}).await),
+            Backend::Sqlite => None,
+        };
+        const BATCHES: usize = 64;
+        const SIZE: usize = 5;
+        let mut tasks = Vec::new();
+        for batch in 0..BATCHES {
+            let server = if batch % 2 == 1 { second.as_ref().unwrap_or(&first) } else { &first };
+            let request = server
+                .request(reqwest::Method::POST, "/sessions/busy/items", "alice")
+                .header("content-type", "application/json")
+                .body(
+                    json!({ "items": (0..SIZE).map(|i| json!({"batch": batch, "i": i})).collect::<Vec<_>>() })
+                        .to_string(),
+                );
+            tasks.push(tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) }));
+        }
+        for task in tasks {
+            assert_eq!(within(Duration::from_secs(60), task).await.unwrap().unwrap(), 200);
+        }
+        let items = items_of(&first.get("/sessions/busy/items", "alice").await);
+        assert_eq!(items.len(), BATCHES * SIZE, "no item lost or duplicated");
+        let mut seen = HashSet::new();
+        for batch in items.chunks(SIZE) {
+            let id = batch[0]["batch"].as_u64().unwrap();
+            assert!(seen.insert(id), "batch {id} appears twice");
+            for (i, item) in batch.iter().enumerate() {
+                assert_eq!(item, &json!({"batch": id, "i": i}), "batches are contiguous and ordered");
+            }
+        }
+        let chat = first.chat_row("alice", "busy").await
+        .unwrap();
+        assert_eq!(chat.item_count, (BATCHES * SIZE) as i64);
+        if let Some(second) = second.as_mut() {
+            second.stop().await.unwrap();
+        }
+        first.stop().await.unwrap();
+    })
+    .await;
+}
+
+async fn concurrent_pops_never_return_an_item_twice(backend: Backend) {
+    with_app(backend, async |app| {
+        add(app, "alice", "s", &numbered(0..20)).await;
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let request = app.request(reqwest::Method::POST, "/sessions/s/pop", "alice");
+            tasks.push(tokio::spawn(
+                async move { request.send().await.unwrap().json::<Value>().await },
+            ));
+        }
+        let mut popped = Vec::new();
+        for task in tasks {
+            let body = within(Duration::from_secs(60), task).await.unwrap().unwrap();
+            if !body["item"].is_null() {
+                popped.push(body["item"]["content"].as_str().unwrap().to_owned());
+            }
+        }
+        let distinct: HashSet<_> = popped.iter().cloned().collect();
+        assert_eq!(popped.len(), 20, "every item popped exactly once: {popped:?}");
+        assert_eq!(distinct.len(), 20);
+        assert!(items_of(&app.get("/sessions/s/items", "alice").await).is_empty());
+    })
+    .await;
+}
+
+dual_backend_tests!(
+    get_items_follows_the_protocol,
+    first_write_creates_an_active_untitled_chat,
+    pop_and_clear_follow_the_protocol,
+    items_round_trip_byte_for_byte,
+    odd_session_ids_work,
+    users_never_see_each_others_sessions,
+    a_retried_batch_with_the_same_idempotency_key_is_stored_once,
+    a_full_read_longer_than_one_page_is_complete_and_ordered,
+    concurrent_batches_stay_whole_and_ordered,
+    concurrent_pops_never_return_an_item_twice,
+);
