@@ -175,7 +175,6 @@ impl Settings {
             EnvSource::with_prefix("APP")
                 .prefix_separator("__")
                 .separator("__")
-                .try_parsing(true)
                 .source(Some(env.clone())),
         );
         if let Some(url) = env.get("DATABASE_URL").filter(|v| !v.is_empty()) {
@@ -228,4 +227,161 @@ impl Settings {
 
 fn embedded(name: &str) -> &'static str {
     EMBEDDED_FILES.iter().find(|(n, _)| *n == name).map_or("", |(_, text)| text)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn no_configuration_at_all_means_development_on_embedded_sqlite() {
+        let settings = Settings::load_from_env(&env(&[])).unwrap();
+        assert_eq!(settings.environment, AppEnvironment::Development);
+        assert_eq!(settings.database.url.expose_secret(), "sqlite://chatstore.db?mode=rwc");
+        assert!(settings.database.migrate_on_start);
+        assert_eq!((settings.server.host.as_str(), settings.server.port), ("127.0.0.1", 8080));
+        assert_eq!(settings.auth.secret(), Some(DEVELOPMENT_JWT_SECRET));
+        // development.toml is layered over default.toml.
+        assert!(settings.log.level.contains("chatstore=debug"));
+    }
+
+    #[test]
+    fn the_environment_file_overrides_the_defaults() {
+        let settings = Settings::load_from_env(&env(&[("APP_ENV", "test")])).unwrap();
+        assert_eq!(settings.environment, AppEnvironment::Test);
+        assert_eq!(settings.server.port, 0);
+        assert_eq!(settings.database.max_connections, 8);
+        // Keys test.toml does not mention keep their defaults.
+        assert_eq!(settings.server.host, "127.0.0.1");
+    }
+
+    #[test]
+    fn environment_variables_override_the_files_and_are_typed() {
+        let settings = Settings::load_from_env(&env(&[
+            ("APP_ENV", "test"),
+            ("APP__SERVER__PORT", "9123"),
+            ("APP__SERVER__BODY_LIMIT_BYTES", "1000"),
+            ("APP__DATABASE__MIGRATE_ON_START", "false"),
+            ("APP__DATABASE__MAX_CONNECTIONS", "3"),
+            ("APP__AUTH__ISSUER", "https://issuer.example/"),
+            ("APP__LOG__FORMAT", "json"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.server.port, 9123);
+        assert_eq!(settings.server.body_limit_bytes, 1000);
+        assert!(!settings.database.migrate_on_start);
+        assert_eq!(settings.database.max_connections, 3);
+        assert_eq!(settings.auth.issuer(), Some("https://issuer.example/"));
+        assert_eq!(settings.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn database_url_and_port_win_over_everything() {
+        let settings = Settings::load_from_env(&env(&[
+            ("APP__SERVER__PORT", "9123"),
+            ("APP__DATABASE__URL", "sqlite://other.db?mode=rwc"),
+            ("DATABASE_URL", "postgres://u:p@db.example/chat?sslmode=require"),
+            ("PORT", "7000"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.server.port, 7000);
+        assert_eq!(
+            settings.database.url.expose_secret(),
+            "postgres://u:p@db.example/chat?sslmode=require"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_message_naming_them() {
+        let bad = [
+            (vec![("APP_ENV", "staging")], "staging"),
+            (vec![("PORT", "eighty")], "PORT"),
+            (vec![("APP__SERVER__PORT", "99999")], "port"),
+            (vec![("DATABASE_URL", "mysql://localhost/x")], "postgres://"),
+            (vec![("APP__LOG__FORMAT", "yaml")], "yaml"),
+            (vec![("APP__AUTH__JWT_SECRET", "")], "no way to verify tokens"),
+        ];
+        for (pairs, needle) in bad {
+            let error = Settings::load_from_env(&env(&pairs)).unwrap_err().to_string();
+            assert!(error.contains(needle), "{pairs:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn production_refuses_the_development_secret_and_short_secrets() {
+        let error = Settings::load_from_env(&env(&[("APP_ENV", "production")])).unwrap_err();
+        assert!(error.to_string().contains("development JWT secret"), "{error}");
+        let error = Settings::load_from_env(&env(&[
+            ("APP_ENV", "production"),
+            ("APP__AUTH__JWT_SECRET", "short"),
+        ]))
+        .unwrap_err();
+        assert!(error.to_string().contains("at least 32 bytes"), "{error}");
+
+        let secret = "a-production-secret-of-forty-two-bytes-ok!";
+        let settings = Settings::load_from_env(&env(&[
+            ("APP_ENV", "production"),
+            ("APP__AUTH__JWT_SECRET", secret),
+            ("DATABASE_URL", "postgres://app:pw@db/chat"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.environment, AppEnvironment::Production);
+        assert_eq!(settings.server.host, "0.0.0.0");
+        assert!(!settings.database.migrate_on_start);
+        assert_eq!(settings.log.format, LogFormat::Json);
+        // JWKS-only production: the secret can be switched off.
+        let settings = Settings::load_from_env(&env(&[
+            ("APP_ENV", "production"),
+            ("APP__AUTH__JWT_SECRET", ""),
+            ("APP__AUTH__JWKS_PATH", "/etc/chatstore/jwks.json"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.auth.secret(), None);
+    }
+
+    #[test]
+    fn numeric_looking_secrets_are_kept_as_written() {
+        let settings = Settings::load_from_env(&env(&[
+            ("APP__AUTH__JWT_SECRET", "1e5"),
+            ("APP__AUTH__AUDIENCE", "007"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.auth.secret(), Some("1e5"));
+        assert_eq!(settings.auth.audience(), Some("007"));
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let settings = Settings::load_from_env(&env(&[
+            ("APP__AUTH__JWT_SECRET", "super-secret-value-1234567890abcdef"),
+            ("DATABASE_URL", "postgres://app:db-password-xyz@db/chat"),
+        ]))
+        .unwrap();
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("super-secret-value"), "{shown}");
+        assert!(!shown.contains("db-password-xyz"), "{shown}");
+    }
+
+    #[test]
+    fn a_config_directory_replaces_the_embedded_files() {
+        let dir = std::env::temp_dir().join(format!("chatstore-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let default = embedded("default").replace("port = 8080", "port = 8181");
+        std::fs::write(dir.join("default.toml"), default).unwrap();
+        std::fs::write(dir.join("test.toml"), "[server]\nhost = \"127.0.0.2\"\n").unwrap();
+        let dir_text = dir.to_string_lossy().into_owned();
+        let settings =
+            Settings::load_from_env(&env(&[("APP_CONFIG_DIR", &dir_text), ("APP_ENV", "test")]))
+                .unwrap();
+        assert_eq!((settings.server.host.as_str(), settings.server.port), ("127.0.0.2", 8181));
+        // A directory without default.toml is an error, not a silent fallback.
+        std::fs::remove_file(dir.join("default.toml")).unwrap();
+        assert!(Settings::load_from_env(&env(&[("APP_CONFIG_DIR", &dir_text)])).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -1,0 +1,119 @@
+//! The `chatstore` binary as operators and scripts run it.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chatstore::auth::TokenVerifier;
+use chatstore::settings::Settings;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_chatstore");
+
+fn temp_sqlite_url(name: &str) -> (String, std::path::PathBuf) {
+    let path = std::env::temp_dir().join(format!("chatstore-cli-{name}-{}.db", std::process::id()));
+    (format!("sqlite://{}?mode=rwc", path.display()), path)
+}
+
+fn http_get(address: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    response
+}
+
+fn wait_for_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("poll the child") {
+            return status;
+        }
+        assert!(started.elapsed() < limit, "the server did not exit within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_prints_its_address_answers_and_stops_cleanly_on_sigterm() {
+    let (url, path) = temp_sqlite_url("serve");
+    let mut child = Command::new(BINARY)
+        .arg("serve")
+        .env("DATABASE_URL", &url)
+        .env("PORT", "0")
+        .env_remove("APP_ENV")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chatstore serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("a line");
+    let address = line
+        .trim()
+        .strip_prefix("chatstore listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned();
+
+    let health = http_get(&address, "/healthz");
+    assert!(health.starts_with("HTTP/1.0 200") || health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.ends_with("{\"status\":\"ok\"}"), "{health}");
+    // The embedded SQLite file was created and migrated on start.
+    assert!(http_get(&address, "/readyz").contains("\"ready\""));
+    assert!(path.exists());
+
+    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    let exit = wait_for_exit(&mut child, Duration::from_secs(15));
+    assert!(exit.success(), "SIGTERM is a clean shutdown: {exit:?}");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
+#[test]
+fn token_prints_a_jwt_the_same_configuration_accepts() {
+    let output = Command::new(BINARY)
+        .args(["token", "alice"])
+        .env_remove("APP_ENV")
+        .env("APP__AUTH__JWT_SECRET", "cli-test-secret-cli-test-secret-cli")
+        .output()
+        .expect("run chatstore token");
+    assert!(output.status.success());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let token = stdout.trim();
+    assert_eq!(stdout.lines().count(), 1, "one line: {stdout:?}");
+
+    let env = HashMap::from([(
+        "APP__AUTH__JWT_SECRET".to_owned(),
+        "cli-test-secret-cli-test-secret-cli".to_owned(),
+    )]);
+    let settings = Settings::load_from_env(&env).unwrap();
+    let verifier = TokenVerifier::from_settings(&settings.auth).unwrap();
+    assert_eq!(verifier.verify(token).unwrap(), "alice");
+    // Another secret rejects it.
+    let other = Settings::load_from_env(&HashMap::new()).unwrap();
+    assert!(TokenVerifier::from_settings(&other.auth).unwrap().verify(token).is_err());
+}
+
+#[test]
+fn production_refuses_to_start_with_the_development_secret() {
+    let (url, path) = temp_sqlite_url("prod");
+    let mut child = Command::new(BINARY)
+        .arg("serve")
+        .env("APP_ENV", "production")
+        .env("DATABASE_URL", &url)
+        .env("PORT", "0")
+        .env_remove("APP__AUTH__JWT_SECRET")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start chatstore serve");
+    let exit = wait_for_exit(&mut child, Duration::from_secs(15));
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(!exit.success());
+    assert!(stderr.contains("development JWT secret"), "{stderr}");
+    assert!(!path.exists(), "nothing was started, not even the database");
+}

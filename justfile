@@ -1,0 +1,33 @@
+# chatstore's everyday commands. `just` lists them. (Install just with `pip install rust-just`
+# or `cargo install just`; every recipe is a plain command you can also run by hand.)
+
+# The embedded SQLite file `cargo run` uses, unless DATABASE_URL says otherwise.
+export DATABASE_URL := env("DATABASE_URL", "sqlite://chatstore.db?mode=rwc")
+
+default:
+    @just --list
+
+# Serve the API (embedded SQLite unless DATABASE_URL is set).
+serve:
+    cargo run -p chatstore -- serve
+
+# Print a development JWT for USER.
+token USER:
+    @cargo run -q -p chatstore -- token {{USER}}
+
+# Run the migration CLI against DATABASE_URL: up, down [-n N], status, fresh, refresh, reset.
+migrate *ARGS="up":
+    cargo run -q -p migration -- {{ARGS}}
+
+# Every test: Rust on SQLite and PostgreSQL, then the Python clients.
+test:
+    scripts/test
+
+# Formatting and lints, as CI runs them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Format the code.
+fmt:
+    cargo fmt --all
