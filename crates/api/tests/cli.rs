@@ -1,5 +1,8 @@
 //! The `chatstore` binary as operators and scripts run it.
 
+// A panic in a test is a failed test with a clear location.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

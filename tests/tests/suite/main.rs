@@ -1,5 +1,8 @@
 //! The cross-crate suite, compiled as one test binary (one link, shared harness).
 
+// A panic in a test is a failed test with a clear location.
+#![allow(clippy::unwrap_used)]
+
 mod auth;
 mod errors;
 mod migrations;
