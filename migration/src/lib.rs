@@ -4,7 +4,8 @@
 //! - Tenant-owned rows carry `user_id`, and every client-chosen id is unique per user only
 //!   (composite keys), so two users may use the same id and the data can later be sharded
 //!   by user.
-//! - Orderings that must be exact use a `bigint` sequence (`seq`), never a timestamp alone.
+//! - Orderings that must be exact use a `bigint` sequence (`position`, `seq`), never a
+//!   timestamp alone.
 //! - Payloads (agent items, ChatKit objects) are stored as the exact JSON text the client
 //!   sent: byte-exact round trips (including `\u0000`, which JSONB rejects) and no re-encoding
 //!   on the way out. The columns the server queries on are typed columns beside them.

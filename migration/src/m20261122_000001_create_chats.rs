@@ -17,8 +17,8 @@ impl MigrationTrait for Migration {
                     .col(text("chat_id"))
                     .col(text_null("title"))
                     .col(boolean("is_active").default(true))
-                    // Kept in step with `conversation_items` by every write, so lists and
-                    // chat reads never count rows.
+                    // Kept in step with `conversation_items` by every write (it is also the
+                    // newest item's position), so lists and reads never count rows.
                     .col(big_integer("item_count").default(0))
                     .col(timestamp_with_time_zone("created_at"))
                     .col(timestamp_with_time_zone("updated_at"))
@@ -57,13 +57,16 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table("conversation_items")
-                    // Global insertion order; per-chat order is this order, because writers to
-                    // one chat are serialised by a lock on its `chats` row.
-                    .col(big_pk_auto("seq"))
                     .col(text("user_id"))
                     .col(text("chat_id"))
+                    // The item's place in its chat: exactly 1..=chats.item_count, assigned
+                    // under the lock on the chat's row, so it is the order of commits. "The
+                    // latest N" is then the key range `position > item_count - N`, which reads
+                    // N rows whatever the history's length and whatever plan is chosen.
+                    .col(big_integer("position"))
                     .col(text("data"))
                     .col(timestamp_with_time_zone("created_at"))
+                    .primary_key(Index::create().col("user_id").col("chat_id").col("position"))
                     .foreign_key(
                         ForeignKey::create()
                             .name("conversation_items_chat_fk")
@@ -75,18 +78,6 @@ impl MigrationTrait for Migration {
                             .to_col("chat_id")
                             .on_delete(ForeignKeyAction::Cascade),
                     )
-                    .to_owned(),
-            )
-            .await?;
-        // Every session read: the latest N of one chat, or all of them, in order.
-        manager
-            .create_index(
-                Index::create()
-                    .name("conversation_items_chat_seq")
-                    .table("conversation_items")
-                    .col("user_id")
-                    .col("chat_id")
-                    .col("seq")
                     .to_owned(),
             )
             .await?;

@@ -6,10 +6,13 @@ use sea_orm::entity::prelude::*;
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "conversation_items")]
 pub struct Model {
-    #[sea_orm(primary_key)]
-    pub seq: i64,
+    #[sea_orm(primary_key, auto_increment = false)]
     pub user_id: String,
+    #[sea_orm(primary_key, auto_increment = false)]
     pub chat_id: String,
+    /// 1..=`chats.item_count`, in commit order.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub position: i64,
     #[sea_orm(column_type = "Text")]
     pub data: String,
     pub created_at: DateTimeUtc,

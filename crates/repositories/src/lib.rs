@@ -5,9 +5,11 @@
 
 mod db;
 mod error;
+mod plans;
 mod sessions;
 
 pub use db::{Backend, DatabaseSettings, Db};
 pub use error::{RepoError, RepoResult};
+pub use plans::QueryPlan;
 pub use sea_orm;
 pub use sessions::{IdempotencyKey, Sessions};

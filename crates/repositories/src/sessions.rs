@@ -1,21 +1,24 @@
 //! Agent-session memory: the items of a chat, in the order their batches committed.
 //!
-//! Writers to one chat are serialised by a lock on its `chats` row (taken by the upsert that
-//! creates or touches it), so a batch gets consecutive sequence numbers and commits whole or
-//! not at all. On SQLite the process-wide writer lock of [`Db`] plays that role.
+//! A chat's items hold positions exactly `1..=item_count`. Writers take the lock on the chat's
+//! row (the upsert that creates or touches it), then number their batch after `item_count`, so
+//! a batch is contiguous, in commit order, and whole or absent. Reads are key ranges on
+//! `(user_id, chat_id, position)`: the latest N items are `position > item_count - N`, which
+//! costs N rows however long the history is. On SQLite the process-wide writer lock of [`Db`]
+//! stands in for the row lock.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use entity::{chat, conversation_item, session_idempotency_key};
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait, Select, Statement, TransactionTrait,
 };
 
 use crate::{Db, RepoError, RepoResult};
 
 /// Rows per INSERT statement: well under PostgreSQL's 65,535 and SQLite's 32,766 bind
-/// parameters (4 per row).
+/// parameters (5 per row).
 const INSERT_CHUNK: usize = 1000;
 
 /// An `Idempotency-Key` and a digest of the batch it came with.
@@ -43,10 +46,60 @@ pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-fn of_session(user: &str, session: &str) -> sea_orm::sea_query::Condition {
-    sea_orm::sea_query::Condition::all()
+fn of_session(user: &str, session: &str) -> Condition {
+    Condition::all()
         .add(conversation_item::Column::UserId.eq(user))
         .add(conversation_item::Column::ChatId.eq(session))
+}
+
+fn chat_key(user: &str, session: &str) -> (String, String) {
+    (user.to_owned(), session.to_owned())
+}
+
+/// The newest `limit` items of a session, oldest first: the positions above
+/// `item_count - limit`, read in one statement so the count and the items agree.
+fn latest_items_query(user: &str, session: &str, limit: u64) -> Select<conversation_item::Entity> {
+    let item_count = Query::select()
+        .column(chat::Column::ItemCount)
+        .from(chat::Entity)
+        .and_where(chat::Column::UserId.eq(user))
+        .and_where(chat::Column::ChatId.eq(session))
+        .to_owned();
+    let floor = Expr::expr(Expr::SubQuery(None, Box::new(item_count.into())))
+        .sub(i64::try_from(limit).unwrap_or(i64::MAX));
+    conversation_item::Entity::find()
+        .select_only()
+        .column(conversation_item::Column::Data)
+        .filter(of_session(user, session))
+        .filter(Expr::col(conversation_item::Column::Position).gt(floor))
+        .order_by_asc(conversation_item::Column::Position)
+}
+
+/// One page of a full read: positions in `after < position <= upto`, oldest first.
+fn items_between_query(
+    user: &str,
+    session: &str,
+    after: i64,
+    upto: i64,
+    limit: u64,
+) -> Select<conversation_item::Entity> {
+    conversation_item::Entity::find()
+        .select_only()
+        .column(conversation_item::Column::Position)
+        .column(conversation_item::Column::Data)
+        .filter(of_session(user, session))
+        .filter(conversation_item::Column::Position.gt(after))
+        .filter(conversation_item::Column::Position.lte(upto))
+        .order_by_asc(conversation_item::Column::Position)
+        .limit(limit)
+}
+
+/// The read statements of this module, for checking their query plans.
+pub(crate) fn read_statements(backend: DbBackend) -> Vec<(&'static str, Statement)> {
+    vec![
+        ("session latest items", latest_items_query("u1", "s1", 50).build(backend)),
+        ("session full-read page", items_between_query("u1", "s1", 0, 10_000, 500).build(backend)),
+    ]
 }
 
 impl Sessions<'_> {
@@ -60,34 +113,23 @@ impl Sessions<'_> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut items: Vec<String> = conversation_item::Entity::find()
-            .select_only()
-            .column(conversation_item::Column::Data)
-            .filter(of_session(user, session))
-            .order_by_desc(conversation_item::Column::Seq)
-            .limit(limit)
-            .into_tuple()
-            .all(self.db.connection())
-            .await?;
-        items.reverse();
-        Ok(items)
+        Ok(latest_items_query(user, session, limit).into_tuple().all(self.db.connection()).await?)
     }
 
-    /// The sequence number of the newest item, or `None` for an empty or unknown session.
-    /// A full read pages up to this bound, so it is a snapshot of what had committed.
-    pub async fn newest_seq(&self, user: &str, session: &str) -> RepoResult<Option<i64>> {
-        let newest: Option<Option<i64>> = conversation_item::Entity::find()
+    /// How many items the session holds (its newest position); `0` for an unknown session.
+    /// A full read pages up to this bound, so it returns what had committed when it began.
+    pub async fn item_count(&self, user: &str, session: &str) -> RepoResult<i64> {
+        let count: Option<i64> = chat::Entity::find_by_id(chat_key(user, session))
             .select_only()
-            .column_as(conversation_item::Column::Seq.max(), "newest")
-            .filter(of_session(user, session))
+            .column(chat::Column::ItemCount)
             .into_tuple()
             .one(self.db.connection())
             .await?;
-        Ok(newest.flatten())
+        Ok(count.unwrap_or(0))
     }
 
-    /// Up to `limit` items with `after < seq <= upto`, oldest first, with their sequence
-    /// numbers: one page of a full read.
+    /// Up to `limit` items with `after < position <= upto`, oldest first, with their
+    /// positions: one page of a full read.
     pub async fn items_between(
         &self,
         user: &str,
@@ -96,15 +138,7 @@ impl Sessions<'_> {
         upto: i64,
         limit: u64,
     ) -> RepoResult<Vec<(i64, String)>> {
-        Ok(conversation_item::Entity::find()
-            .select_only()
-            .column(conversation_item::Column::Seq)
-            .column(conversation_item::Column::Data)
-            .filter(of_session(user, session))
-            .filter(conversation_item::Column::Seq.gt(after))
-            .filter(conversation_item::Column::Seq.lte(upto))
-            .order_by_asc(conversation_item::Column::Seq)
-            .limit(limit)
+        Ok(items_between_query(user, session, after, upto, limit)
             .into_tuple()
             .all(self.db.connection())
             .await?)
@@ -123,12 +157,14 @@ impl Sessions<'_> {
         if items.is_empty() && idempotency.is_none() {
             return Ok(0);
         }
-        let added = u64::try_from(items.len()).unwrap_or(u64::MAX);
+        let added = i64::try_from(items.len())
+            .map_err(|_| RepoError::Invalid("too many items in one batch".into()))?;
         let now = now();
         let _writer = self.db.write_guard().await;
         let txn = self.db.connection().begin().await?;
 
-        // Creates the chat, or touches it; either way its row is now locked until commit.
+        // Creates the chat or touches it; either way its row stays locked until commit, and
+        // the new count tells where this batch goes.
         let touch = Query::insert()
             .into_table(chat::Entity)
             .columns([
@@ -143,7 +179,7 @@ impl Sessions<'_> {
                 user.into(),
                 session.into(),
                 true.into(),
-                i64::try_from(added).unwrap_or(i64::MAX).into(),
+                added.into(),
                 now.into(),
                 now.into(),
             ])
@@ -157,8 +193,13 @@ impl Sessions<'_> {
                     )
                     .to_owned(),
             )
+            .returning_col(chat::Column::ItemCount)
             .to_owned();
-        txn.execute(&touch).await?;
+        let new_count: i64 = txn
+            .query_one(&touch)
+            .await?
+            .ok_or_else(|| RepoError::Invalid("the chat upsert returned no row".into()))?
+            .try_get("", "item_count")?;
 
         if let Some(key) = idempotency {
             let earlier = session_idempotency_key::Entity::find_by_id((
@@ -179,17 +220,26 @@ impl Sessions<'_> {
             }
         }
 
-        for chunk in items.chunks(INSERT_CHUNK) {
+        let first_position = new_count - added + 1;
+        for (chunk_index, chunk) in items.chunks(INSERT_CHUNK).enumerate() {
+            let chunk_start = first_position + (chunk_index * INSERT_CHUNK) as i64;
             let mut insert = Query::insert();
             insert.into_table(conversation_item::Entity).columns([
                 conversation_item::Column::UserId,
                 conversation_item::Column::ChatId,
+                conversation_item::Column::Position,
                 conversation_item::Column::Data,
                 conversation_item::Column::CreatedAt,
             ]);
-            for item in chunk {
+            for (offset, item) in chunk.iter().enumerate() {
                 insert
-                    .values([user.into(), session.into(), (*item).into(), now.into()])
+                    .values([
+                        user.into(),
+                        session.into(),
+                        (chunk_start + offset as i64).into(),
+                        (*item).into(),
+                        now.into(),
+                    ])
                     .map_err(|err| RepoError::Invalid(err.to_string()))?;
             }
             txn.execute(&insert).await?;
@@ -201,14 +251,14 @@ impl Sessions<'_> {
                 chat_id: sea_orm::Set(session.to_owned()),
                 idempotency_key: sea_orm::Set(key.key.clone()),
                 request_hash: sea_orm::Set(key.request_hash.clone()),
-                added: sea_orm::Set(i64::try_from(added).unwrap_or(i64::MAX)),
+                added: sea_orm::Set(added),
                 created_at: sea_orm::Set(now),
             })
             .exec_without_returning(&txn)
             .await?;
         }
         txn.commit().await?;
-        Ok(added)
+        Ok(u64::try_from(added).unwrap_or(0))
     }
 
     /// Removes and returns the newest item; `None` when the session is empty or unknown.
@@ -216,46 +266,45 @@ impl Sessions<'_> {
         let _writer = self.db.write_guard().await;
         let txn = self.db.connection().begin().await?;
         // Concurrent pops queue on the chat's row, so each claims a different item.
-        let locked = chat::Entity::find_by_id((user.to_owned(), session.to_owned()))
-            .lock_exclusive()
-            .one(&txn)
-            .await?;
-        if locked.is_none() {
-            return Ok(None);
-        }
-        let newest: Option<(i64, String)> = conversation_item::Entity::find()
+        let count: Option<i64> = chat::Entity::find_by_id(chat_key(user, session))
             .select_only()
-            .column(conversation_item::Column::Seq)
-            .column(conversation_item::Column::Data)
-            .filter(of_session(user, session))
-            .order_by_desc(conversation_item::Column::Seq)
-            .limit(1)
+            .column(chat::Column::ItemCount)
+            .lock_exclusive()
             .into_tuple()
             .one(&txn)
             .await?;
-        let Some((seq, data)) = newest else {
+        let Some(newest) = count.filter(|count| *count > 0) else {
             return Ok(None);
         };
-        conversation_item::Entity::delete_by_id(seq).exec(&txn).await?;
+        let item =
+            conversation_item::Entity::find_by_id((user.to_owned(), session.to_owned(), newest))
+                .one(&txn)
+                .await?
+                .ok_or_else(|| {
+                    RepoError::Db(sea_orm::DbErr::RecordNotFound(format!(
+                        "session item {newest} missing below item_count"
+                    )))
+                })?;
+        conversation_item::Entity::delete_by_id((user.to_owned(), session.to_owned(), newest))
+            .exec(&txn)
+            .await?;
         chat::Entity::update_many()
-            .col_expr(chat::Column::ItemCount, Expr::col(chat::Column::ItemCount).sub(1))
+            .col_expr(chat::Column::ItemCount, Expr::value(newest - 1))
             .col_expr(chat::Column::UpdatedAt, Expr::value(now()))
             .filter(chat::Column::UserId.eq(user))
             .filter(chat::Column::ChatId.eq(session))
             .exec(&txn)
             .await?;
         txn.commit().await?;
-        Ok(Some(data))
+        Ok(Some(item.data))
     }
 
     /// Removes every item of the session; the chat itself stays. Unknown sessions are a no-op.
     pub async fn clear(&self, user: &str, session: &str) -> RepoResult<()> {
         let _writer = self.db.write_guard().await;
         let txn = self.db.connection().begin().await?;
-        let locked = chat::Entity::find_by_id((user.to_owned(), session.to_owned()))
-            .lock_exclusive()
-            .one(&txn)
-            .await?;
+        let locked =
+            chat::Entity::find_by_id(chat_key(user, session)).lock_exclusive().one(&txn).await?;
         if locked.is_none() {
             return Ok(());
         }

@@ -7,4 +7,5 @@ mod auth;
 mod errors;
 mod migrations;
 mod operations;
+mod plans;
 mod sessions;

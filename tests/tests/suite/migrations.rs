@@ -15,11 +15,11 @@ const TABLES: [&str; 8] = [
     "chatkit_attachment_contents",
 ];
 
-/// The index behind each access path of `API.md`.
-const INDEXES: [(&str, &str); 6] = [
+/// The index behind each access path of `API.md` (session items are read through their
+/// primary key, `(user_id, chat_id, position)`).
+const INDEXES: [(&str, &str); 5] = [
     ("chats", "chats_user_active_updated"),
     ("chats", "chats_user_updated"),
-    ("conversation_items", "conversation_items_chat_seq"),
     ("chatkit_threads", "chatkit_threads_user_created"),
     ("chatkit_items", "chatkit_items_thread_created_seq"),
     ("chatkit_items", "chatkit_items_user_thread_item"),

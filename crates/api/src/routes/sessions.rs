@@ -206,14 +206,12 @@ fn items_body<'a>(items: impl Iterator<Item = &'a str>) -> Response {
     json_text(body)
 }
 
-/// Every item, read page by page up to the newest item at the time of the request, so that
-/// memory stays bounded by one page however long the history is.
+/// Every item, read page by page up to the newest position at the time of the request, so
+/// that memory stays bounded by one page however long the history is.
 async fn stream_all_items(db: Db, user: String, session: String) -> ApiResult<Response> {
     let sessions = db.sessions();
-    let Some(upto) = sessions.newest_seq(&user, &session).await? else {
-        return Ok(items_body(std::iter::empty()));
-    };
-    let first = sessions.items_between(&user, &session, i64::MIN, upto, FULL_READ_PAGE).await?;
+    let upto = sessions.item_count(&user, &session).await?;
+    let first = sessions.items_between(&user, &session, 0, upto, FULL_READ_PAGE).await?;
     if (first.len() as u64) < FULL_READ_PAGE {
         return Ok(items_body(first.iter().map(|(_, item)| item.as_str())));
     }
@@ -236,7 +234,7 @@ async fn stream_all_items(db: Db, user: String, session: String) -> ApiResult<Re
         session,
         upto,
         page: Some(first),
-        after: i64::MIN,
+        after: 0,
         wrote_any: false,
         done: false,
     };

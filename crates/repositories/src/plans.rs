@@ -1,0 +1,83 @@
+//! The query plans of every list and page query, so tests can check that none of them reads
+//! a whole table.
+
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+
+use crate::{Db, RepoResult, sessions};
+
+/// A read statement the repositories run, with its plan on this database.
+#[derive(Debug, Clone)]
+pub struct QueryPlan {
+    pub name: &'static str,
+    pub sql: String,
+    /// `EXPLAIN` (PostgreSQL) or `EXPLAIN QUERY PLAN` (SQLite) output, one line per row.
+    pub plan: String,
+}
+
+impl QueryPlan {
+    /// Whether the plan reads some table from end to end instead of through an index.
+    pub fn scans_a_whole_table(&self) -> bool {
+        self.plan.lines().any(|line| {
+            let line = line.trim_start_matches(|c: char| !c.is_ascii_alphabetic());
+            line.starts_with("Seq Scan") || (line.starts_with("SCAN ") && !line.contains("USING"))
+        })
+    }
+}
+
+impl Db {
+    /// Plans every list and page query of the repositories (with sample ids).
+    pub async fn query_plans(&self) -> RepoResult<Vec<QueryPlan>> {
+        let backend = self.db_backend();
+        let mut plans = Vec::new();
+        for (name, statement) in sessions::read_statements(backend) {
+            let prefix = match backend {
+                DbBackend::Sqlite => "EXPLAIN QUERY PLAN ",
+                _ => "EXPLAIN ",
+            };
+            let explain =
+                Statement { sql: format!("{prefix}{}", statement.sql), ..statement.clone() };
+            let rows = self.connection().query_all_raw(explain).await?;
+            let column = match backend {
+                DbBackend::Sqlite => "detail",
+                _ => "QUERY PLAN",
+            };
+            let plan = rows
+                .iter()
+                .map(|row| row.try_get::<String>("", column))
+                .collect::<Result<Vec<_>, _>>()?
+                .join("\n");
+            plans.push(QueryPlan { name, sql: statement.sql, plan });
+        }
+        Ok(plans)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::QueryPlan;
+
+    fn plan(text: &str) -> QueryPlan {
+        QueryPlan { name: "q", sql: String::new(), plan: text.to_owned() }
+    }
+
+    #[test]
+    fn whole_table_scans_are_recognised_on_both_databases() {
+        let scans = [
+            "Seq Scan on conversation_items  (cost=0.00..1.00 rows=1 width=8)",
+            "Limit\n  ->  Sort\n        ->  Seq Scan on chats  (cost=0.00..2.50 rows=1 width=8)",
+            "SCAN conversation_items",
+        ];
+        for text in scans {
+            assert!(plan(text).scans_a_whole_table(), "{text}");
+        }
+        let lookups = [
+            "Index Scan using conversation_items_pkey on conversation_items",
+            "Bitmap Heap Scan on conversation_items\n  ->  Bitmap Index Scan on conversation_items_pkey",
+            "SEARCH conversation_items USING INDEX sqlite_autoindex_conversation_items_1 (user_id=?)",
+            "SCAN chats USING COVERING INDEX chats_user_updated",
+        ];
+        for text in lookups {
+            assert!(!plan(text).scans_a_whole_table(), "{text}");
+        }
+    }
+}
