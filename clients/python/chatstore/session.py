@@ -58,7 +58,11 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _MAX_LIMIT = 2**63 - 1
 _RETRY_STATUSES = frozenset({502, 503, 504})
 # Transport errors that a retry cannot fix.
-_PERMANENT_TRANSPORT_ERRORS = (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyError)
+_PERMANENT_TRANSPORT_ERRORS = (
+    httpx.UnsupportedProtocol,
+    httpx.LocalProtocolError,
+    httpx.ProxyError,
+)
 _MAX_RETRY_AFTER = 30.0
 _USER_AGENT = "chatstore-python/0.1.0"
 
@@ -264,7 +268,9 @@ def _encode_items(items: Sequence[Mapping[str, Any]]) -> bytes:
     batch = []
     for index, item in enumerate(items):
         if not isinstance(item, Mapping):
-            raise TypeError(f"items[{index}] must be a dict (a JSON object), not {type(item).__name__}")
+            raise TypeError(
+                f"items[{index}] must be a dict (a JSON object), not {type(item).__name__}"
+            )
         batch.append(item if isinstance(item, dict) else dict(item))
     try:
         text = json.dumps(

@@ -116,6 +116,19 @@ impl Sessions<'_> {
         Ok(latest_items_query(user, session, limit).into_tuple().all(self.db.connection()).await?)
     }
 
+    /// Every item, oldest first, in one statement (a consistent snapshot). For callers that
+    /// want the whole history in memory anyway; the HTTP API streams it page by page instead.
+    pub async fn all_items(&self, user: &str, session: &str) -> RepoResult<Vec<String>> {
+        Ok(conversation_item::Entity::find()
+            .select_only()
+            .column(conversation_item::Column::Data)
+            .filter(of_session(user, session))
+            .order_by_asc(conversation_item::Column::Position)
+            .into_tuple()
+            .all(self.db.connection())
+            .await?)
+    }
+
     /// How many items the session holds (its newest position); `0` for an unknown session.
     /// A full read pages up to this bound, so it returns what had committed when it began.
     pub async fn item_count(&self, user: &str, session: &str) -> RepoResult<i64> {
@@ -154,7 +167,8 @@ impl Sessions<'_> {
         items: &[&str],
         idempotency: Option<&IdempotencyKey>,
     ) -> RepoResult<u64> {
-        if items.is_empty() && idempotency.is_none() {
+        // An empty batch is a no-op, with or without a key: nothing to create or remember.
+        if items.is_empty() {
             return Ok(0);
         }
         let added = i64::try_from(items.len())

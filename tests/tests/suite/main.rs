@@ -3,6 +3,7 @@
 // A panic in a test is a failed test with a clear location.
 #![allow(clippy::unwrap_used)]
 
+mod agent_session;
 mod auth;
 mod errors;
 mod migrations;

@@ -198,6 +198,17 @@ async fn a_retried_batch_with_the_same_idempotency_key_is_stored_once(backend: B
         assert_eq!(bob.status(), 200);
         assert_eq!(app.db.sessions().latest_items("bob", "s", 10).await.unwrap().len(), 3);
         send("", "{\"items\":[]}".into()).await.assert_error(400, "invalid_request");
+        // An empty batch is a no-op even with a key: no chat, no remembered key.
+        let empty = app
+            .request(reqwest::Method::POST, "/sessions/nothing/items", "alice")
+            .header("content-type", "application/json")
+            .header("idempotency-key", "empty-1")
+            .body("{\"items\":[]}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(empty.text().await.unwrap(), "{\"added\":0}");
+        assert!(app.chat_row("alice", "nothing").await.is_none());
     })
     .await;
 }

@@ -99,7 +99,10 @@ pub(crate) async fn get_items(
 /// `add_items(items)`: appends the batch atomically and contiguously; creates the session.
 #[utoipa::path(post, path = "/sessions/{session_id}/items", tag = "sessions",
     params(("session_id" = String, Path, description = "The session (chat) id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key adds nothing and answers the same")),
+        ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key \
+            (1 to 255 characters) adds nothing and answers the same. The key is bound to the \
+            batch's exact JSON text: a retry must resend the same bytes, and the same key with \
+            a different batch is a 409.")),
     request_body = AddItemsRequest,
     security(("bearer" = [])),
     responses(
