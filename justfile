@@ -31,3 +31,7 @@ lint:
 # Format the code.
 fmt:
     cargo fmt --all
+
+# Run the benchmarks (release build, real servers, fresh databases) and rewrite BENCHMARKS.md.
+bench *ARGS:
+    cargo run --release -p bench -- --out BENCHMARKS.md {{ARGS}}

@@ -4,7 +4,16 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{health, sessions};
+use crate::routes::{health, sessions, threads};
+
+/// The whole document: the shared parts below, plus each route module's own `Doc`.
+pub(crate) fn document() -> utoipa::openapi::OpenApi {
+    let mut document = ApiDoc::openapi();
+    document.merge(health::Doc::openapi());
+    document.merge(sessions::Doc::openapi());
+    document.merge(threads::Doc::openapi());
+    document
+}
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -15,15 +24,6 @@ use crate::routes::{health, sessions};
                        protocol.\n\nEvery route except the operations routes needs \
                        `Authorization: Bearer <JWT>`; the user is the token's `sub`. Errors are \
                        `{\"error\": {\"code\", \"message\"}}`."
-    ),
-    paths(
-        health::healthz,
-        health::readyz,
-        health::metrics,
-        sessions::get_items,
-        sessions::add_items,
-        sessions::pop_item,
-        sessions::clear_session,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth),

@@ -16,13 +16,12 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
-use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::TokenVerifier;
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
-use crate::openapi::ApiDoc;
+use crate::openapi;
 use crate::routes;
 use crate::settings::Settings;
 use crate::state::AppState;
@@ -107,7 +106,7 @@ impl Application {
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.server.body_limit_bytes;
     routes::router()
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::document()))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|request: Request<axum::body::Body>| async move {
             ApiError::MethodNotAllowed(format!("{} is not allowed on this route", request.method()))

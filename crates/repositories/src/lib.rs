@@ -3,6 +3,7 @@
 //! The same code serves PostgreSQL and SQLite: [`Db`] owns the pool and the per-backend
 //! details (connection options, how writers are serialised), the repositories own the queries.
 
+pub mod chatkit;
 mod db;
 mod error;
 mod plans;

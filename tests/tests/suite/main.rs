@@ -5,6 +5,7 @@
 
 mod agent_session;
 mod auth;
+mod chatkit_store;
 mod errors;
 mod migrations;
 mod operations;

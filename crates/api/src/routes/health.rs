@@ -15,6 +15,10 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::Json;
 use crate::state::AppState;
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(healthz, readyz, metrics))]
+pub(crate) struct Doc;
+
 /// How long `/readyz` waits for the database before calling it unavailable.
 const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
 

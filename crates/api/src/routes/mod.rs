@@ -7,13 +7,14 @@ use crate::state::AppState;
 
 pub(crate) mod health;
 pub(crate) mod sessions;
+pub(crate) mod threads;
 
 /// Longest id (session, chat, thread, item, attachment) accepted, in bytes.
 const MAX_ID_BYTES: usize = 255;
 
 /// Every route of the API (the documentation routes are added by `startup`).
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().merge(health::router()).merge(sessions::router())
+    Router::new().merge(health::router()).merge(sessions::router()).merge(threads::router())
 }
 
 /// Ids are any non-empty UTF-8 of at most 255 bytes, without NUL (which PostgreSQL cannot

@@ -25,6 +25,10 @@ const FULL_READ_PAGE: u64 = 500;
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(get_items, add_items, pop_item, clear_session))]
+pub(crate) struct Doc;
+
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/sessions/{session_id}/items", get(get_items).post(add_items).delete(clear_session))

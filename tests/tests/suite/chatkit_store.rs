@@ -1,0 +1,1 @@
+//! The ChatKit store routes and the Rust `Store` over the repositories, on both databases.
