@@ -70,6 +70,7 @@ pub struct Settings {
     pub environment: AppEnvironment,
     pub server: ServerSettings,
     pub database: DatabaseSettings,
+    pub idempotency: IdempotencySettings,
     pub auth: AuthSettings,
     pub log: LogSettings,
 }
@@ -87,6 +88,14 @@ pub struct ServerSettings {
     pub body_limit_bytes: usize,
     /// How long shutdown waits for in-flight requests before giving up.
     pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdempotencySettings {
+    /// How long an `Idempotency-Key` is remembered.
+    pub key_ttl_secs: u64,
+    /// How often expired keys are deleted.
+    pub prune_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -217,6 +226,11 @@ impl Settings {
                      production"
                 )));
             }
+        }
+        if self.idempotency.prune_interval_secs == 0 {
+            return Err(SettingsError::Invalid(
+                "idempotency.prune_interval_secs must be positive".into(),
+            ));
         }
         if self.server.body_limit_bytes == 0 {
             return Err(SettingsError::Invalid("server.body_limit_bytes must be positive".into()));

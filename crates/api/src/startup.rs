@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
 use crate::openapi;
 use crate::routes;
-use crate::settings::Settings;
+use crate::settings::{IdempotencySettings, Settings};
 use crate::state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -35,6 +35,7 @@ pub struct Application {
     router: Router,
     db: Db,
     shutdown_timeout: Duration,
+    idempotency: IdempotencySettings,
 }
 
 impl Application {
@@ -53,13 +54,14 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {address}"))?;
         let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_secs);
+        let idempotency = settings.idempotency.clone();
         let state = AppState {
             db: db.clone(),
             settings: Arc::new(settings),
             verifier,
             metrics: Arc::new(Metrics::default()),
         };
-        Ok(Self { listener, router: router(state), db, shutdown_timeout })
+        Ok(Self { listener, router: router(state), db, shutdown_timeout, idempotency })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -78,6 +80,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let pruner = tokio::spawn(prune_idempotency_keys(self.db.clone(), self.idempotency));
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
             shutdown.await;
@@ -97,8 +100,24 @@ impl Application {
             result = server => result.context("the server failed")?,
             () = deadline => tracing::warn!(?timeout, "shutdown timed out; dropping open connections"),
         }
+        pruner.abort();
         self.db.close().await;
         Ok(())
+    }
+}
+
+/// Forgets expired idempotency keys, now and then every `prune_interval_secs`.
+async fn prune_idempotency_keys(db: Db, settings: IdempotencySettings) {
+    let ttl = chrono::Duration::seconds(i64::try_from(settings.key_ttl_secs).unwrap_or(i64::MAX));
+    let mut interval = tokio::time::interval(Duration::from_secs(settings.prune_interval_secs));
+    loop {
+        interval.tick().await;
+        let cutoff = chrono::Utc::now() - ttl;
+        match db.sessions().prune_idempotency_keys(cutoff).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "forgot expired idempotency keys"),
+            Err(err) => tracing::warn!(error = %err, "pruning idempotency keys failed"),
+        }
     }
 }
 

@@ -6,12 +6,15 @@ use std::time::Duration;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, sqlx};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use crate::{RepoError, RepoResult};
+
+/// The advisory lock key migrations run under (any constant unique to chatstore).
+const MIGRATION_LOCK_KEY: i64 = 0x6368_6174_7374_6f72; // "chatstor"
 
 /// How to reach the database; the `[database]` section of the configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -149,10 +152,29 @@ impl Db {
         Ok(Self { conn, backend, sqlite_writer })
     }
 
-    /// Applies every pending migration.
+    /// Applies every pending migration. On PostgreSQL, instances starting together take
+    /// turns (an advisory lock held by one dedicated connection), so they never race to
+    /// create the same tables.
     pub async fn migrate(&self) -> RepoResult<()> {
-        Migrator::up(&self.conn, None).await?;
-        Ok(())
+        if self.backend != Backend::Postgres {
+            Migrator::up(&self.conn, None).await?;
+            return Ok(());
+        }
+        let mut lock_holder = self
+            .conn
+            .get_postgres_connection_pool()
+            .acquire()
+            .await
+            .map_err(|err| sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(err.into())))?;
+        let lock = |sql: &'static str| sqlx::query(sql).bind(MIGRATION_LOCK_KEY);
+        lock("SELECT pg_advisory_lock($1)")
+            .execute(&mut *lock_holder)
+            .await
+            .map_err(|err| sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(err.into())))?;
+        let migrated = Migrator::up(&self.conn, None).await;
+        // Ending the session would release the lock too; unlocking keeps the connection usable.
+        let _ = lock("SELECT pg_advisory_unlock($1)").execute(&mut *lock_holder).await;
+        Ok(migrated?)
     }
 
     /// Answers whether the database responds right now.

@@ -275,6 +275,16 @@ impl Sessions<'_> {
         Ok(u64::try_from(added).unwrap_or(0))
     }
 
+    /// Forgets idempotency keys recorded before `cutoff`; returns how many. A retry later than
+    /// that is treated as a new batch.
+    pub async fn prune_idempotency_keys(&self, cutoff: DateTime<Utc>) -> RepoResult<u64> {
+        let deleted = session_idempotency_key::Entity::delete_many()
+            .filter(session_idempotency_key::Column::CreatedAt.lt(cutoff))
+            .exec(self.db.connection())
+            .await?;
+        Ok(deleted.rows_affected)
+    }
+
     /// Removes and returns the newest item; `None` when the session is empty or unknown.
     pub async fn pop_item(&self, user: &str, session: &str) -> RepoResult<Option<String>> {
         let _writer = self.db.write_guard().await;

@@ -63,6 +63,13 @@ async fn bad_query_strings_and_ids_are_rejected(backend: Backend) {
                     .await
                     .assert_error(400, "invalid_request");
             }
+            // An empty id, on every session route.
+            app.get("/sessions//items", "alice").await.assert_error(400, "invalid_request");
+            app.post("/sessions//items", "alice", "{\"items\":[{}]}")
+                .await
+                .assert_error(400, "invalid_request");
+            app.post("/sessions//pop", "alice", "").await.assert_error(400, "invalid_request");
+            app.delete("/sessions//items", "alice").await.assert_error(400, "invalid_request");
             let long = "x".repeat(256);
             app.get(&format!("/sessions/{long}/items"), "alice")
                 .await

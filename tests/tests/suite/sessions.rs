@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chatstore_tests::{Backend, TestApp, dual_backend_tests, with_app, with_database, within};
+use sea_orm::{EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 
 fn items_of(answer: &chatstore_tests::Answer) -> Vec<Value> {
@@ -299,7 +300,61 @@ async fn concurrent_pops_never_return_an_item_twice(backend: Backend) {
     .await;
 }
 
+/// Keys older than the TTL are forgotten by the server's pruner; newer ones are kept.
+async fn expired_idempotency_keys_are_pruned(backend: Backend) {
+    chatstore_tests::with_app_configured(
+        backend,
+        |settings| {
+            settings.idempotency.key_ttl_secs = 3600;
+            settings.idempotency.prune_interval_secs = 1;
+        },
+        async |app| {
+            let key = |name: &str| repositories::IdempotencyKey {
+                key: name.to_owned(),
+                request_hash: "h".to_owned(),
+            };
+            let sessions = app.db.sessions();
+            sessions.add_items("alice", "s", &["{}"], Some(&key("old"))).await.unwrap();
+            sessions.add_items("alice", "s", &["{}"], Some(&key("new"))).await.unwrap();
+            // Age one key past the TTL.
+            entity::session_idempotency_key::Entity::update_many()
+                .col_expr(
+                    entity::session_idempotency_key::Column::CreatedAt,
+                    sea_orm::sea_query::Expr::value(
+                        chrono::Utc::now() - chrono::Duration::hours(2),
+                    ),
+                )
+                .filter(sea_orm::ColumnTrait::eq(
+                    &entity::session_idempotency_key::Column::IdempotencyKey,
+                    "old",
+                ))
+                .exec(app.db.connection())
+                .await
+                .unwrap();
+            let remaining = || async {
+                let keys: Vec<entity::session_idempotency_key::Model> =
+                    entity::session_idempotency_key::Entity::find()
+                        .all(app.db.connection())
+                        .await
+                        .unwrap();
+                keys.into_iter().map(|k| k.idempotency_key).collect::<Vec<_>>()
+            };
+            let mut pruned = false;
+            for _ in 0..50 {
+                if remaining().await == ["new"] {
+                    pruned = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(pruned, "the old key is pruned, the new one kept: {:?}", remaining().await);
+        },
+    )
+    .await;
+}
+
 dual_backend_tests!(
+    expired_idempotency_keys_are_pruned,
     get_items_follows_the_protocol,
     first_write_creates_an_active_untitled_chat,
     pop_and_clear_follow_the_protocol,
