@@ -4,13 +4,14 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{health, sessions, threads};
+use crate::routes::{chats, health, sessions, threads};
 
 /// The whole document: the shared parts below, plus each route module's own `Doc`.
 pub(crate) fn document() -> utoipa::openapi::OpenApi {
     let mut document = ApiDoc::openapi();
     document.merge(health::Doc::openapi());
     document.merge(sessions::Doc::openapi());
+    document.merge(chats::Doc::openapi());
     document.merge(threads::Doc::openapi());
     document
 }

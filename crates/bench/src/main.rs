@@ -117,26 +117,87 @@ async fn history_independence(
                 .await?;
         }
         app.stop().await?;
-        let name = match backend {
-            Backend::Postgres => "PostgreSQL",
-            Backend::Sqlite => "SQLite",
-        };
-        let ratio = long.percentile(0.5).as_secs_f64() / short.percentile(0.5).as_secs_f64();
-        let _ = writeln!(
-            report,
-            "| {name} | {} | {} | {} | {} | {} | {} | **{ratio:.2}x** |",
-            micros(short.percentile(0.5)),
-            micros(short.percentile(0.99)),
-            micros(short.mean()),
-            micros(long.percentile(0.5)),
-            micros(long.percentile(0.99)),
-            micros(long.mean()),
-        );
+        write_row(report, backend, &short, &long);
         anyhow::Ok(())
     }
     .await;
     database.drop_database().await;
     outcome
+}
+
+/// `GET /chats?limit=100` for page 1 and for page 100 of a user's 10,000 chats.
+async fn chat_paging_depth(
+    backend: Backend,
+    args: &Args,
+    report: &mut String,
+) -> anyhow::Result<()> {
+    let database = TestDatabase::create(backend).await.context("no PostgreSQL to benchmark")?;
+    let outcome = async {
+        let mut app = TestApp::spawn(&database, |settings| {
+            settings.database.max_connections = 16;
+        })
+        .await;
+        for n in 0..10_000 {
+            app.db.chats().create("bench", &format!("chat-{n:05}"), None, &[]).await?;
+        }
+        // Also other users' chats, so the table is not one user's alone.
+        for n in 0..10_000 {
+            app.db
+                .chats()
+                .create(&format!("other-{}", n % 50), &format!("chat-{n:05}"), None, &[])
+                .await?;
+        }
+        // Walk to page 100 once to learn its cursor.
+        let mut after = String::new();
+        for _ in 0..99 {
+            let page = app
+                .db
+                .chats()
+                .list(
+                    "bench",
+                    false,
+                    (!after.is_empty()).then_some(after.as_str()),
+                    repositories::Order::Desc,
+                    100,
+                )
+                .await?;
+            after = page.after.context("fewer than 100 pages")?;
+        }
+        let first = "/chats?limit=100".to_owned();
+        let last = format!("/chats?limit=100&after={after}");
+        let (mut first_series, mut last_series) = (Series::default(), Series::default());
+        time_gets(&app, &first, "bench", 20, &mut Series::default()).await?;
+        time_gets(&app, &last, "bench", 20, &mut Series::default()).await?;
+        for _ in 0..args.rounds {
+            time_gets(&app, &first, "bench", args.requests / 4, &mut first_series).await?;
+            time_gets(&app, &last, "bench", args.requests / 4, &mut last_series).await?;
+        }
+        app.stop().await?;
+        write_row(report, backend, &first_series, &last_series);
+        anyhow::Ok(())
+    }
+    .await;
+    database.drop_database().await;
+    outcome
+}
+
+/// A table row comparing `base` with `other`: p50, p99, mean of each and the p50 ratio.
+fn write_row(report: &mut String, backend: Backend, base: &Series, other: &Series) {
+    let name = match backend {
+        Backend::Postgres => "PostgreSQL",
+        Backend::Sqlite => "SQLite",
+    };
+    let ratio = other.percentile(0.5).as_secs_f64() / base.percentile(0.5).as_secs_f64();
+    let _ = writeln!(
+        report,
+        "| {name} | {} | {} | {} | {} | {} | {} | **{ratio:.2}x** |",
+        micros(base.percentile(0.5)),
+        micros(base.percentile(0.99)),
+        micros(base.mean()),
+        micros(other.percentile(0.5)),
+        micros(other.percentile(0.99)),
+        micros(other.mean()),
+    );
 }
 
 fn machine() -> String {
@@ -191,6 +252,26 @@ async fn main() -> anyhow::Result<()> {
         report,
         "\nWhy: items are keyed `(user_id, chat_id, position)` with positions `1..=item_count`, so the latest 50 \
          are the key range `position > item_count - 50`: 50 rows through the primary key, whatever the history."
+    );
+
+    let _ = writeln!(
+        report,
+        "\n## Chat lists cost the same on every page\n\n\
+         `GET /chats?limit=100`: page 1 and page 100 (the last) of one user's 10,000 chats, with 10,000 chats of \
+         50 other users in the same table; {} rounds of {} requests each, alternating. Target: about the same \
+         (within **1.5x**).\n\n\
+         | database | page 1 p50 | p99 | mean | page 100 p50 | p99 | mean | ratio (p50) |\n\
+         |---|---|---|---|---|---|---|---|",
+        args.rounds,
+        args.requests / 4
+    );
+    for backend in [Backend::Postgres, Backend::Sqlite] {
+        chat_paging_depth(backend, &args, &mut report).await?;
+    }
+    let _ = writeln!(
+        report,
+        "\nWhy: pages are keyset pages on `(updated_at, chat_id)` through the index \
+         `(user_id, is_active, updated_at, chat_id)`; the cursor is resolved to its key, never counted as an `OFFSET`."
     );
 
     std::fs::write(&args.out, &report)

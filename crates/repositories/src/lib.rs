@@ -4,13 +4,17 @@
 //! details (connection options, how writers are serialised), the repositories own the queries.
 
 pub mod chatkit;
+mod chats;
 mod db;
 mod error;
+mod page;
 mod plans;
 mod sessions;
 
+pub use chats::{ChatChanges, ChatWithItems, Chats};
 pub use db::{Backend, DatabaseSettings, Db};
 pub use error::{RepoError, RepoResult};
+pub use page::{Order, Page};
 pub use plans::QueryPlan;
 pub use sea_orm;
-pub use sessions::{IdempotencyKey, Sessions};
+pub use sessions::{IdempotencyKey, SessionReader, Sessions};

@@ -3,7 +3,7 @@
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
-use crate::{Db, RepoResult, chatkit, sessions};
+use crate::{Db, RepoResult, chatkit, chats, sessions};
 
 /// A read statement the repositories run, with its plan on this database.
 #[derive(Debug, Clone)]
@@ -29,8 +29,10 @@ impl Db {
     pub async fn query_plans(&self) -> RepoResult<Vec<QueryPlan>> {
         let backend = self.db_backend();
         let mut plans = Vec::new();
-        let statements =
-            sessions::read_statements(backend).into_iter().chain(chatkit::read_statements(backend));
+        let statements = sessions::read_statements(backend)
+            .into_iter()
+            .chain(chats::read_statements(backend))
+            .chain(chatkit::read_statements(backend));
         for (name, statement) in statements {
             let prefix = match backend {
                 DbBackend::Sqlite => "EXPLAIN QUERY PLAN ",

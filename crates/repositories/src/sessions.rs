@@ -11,8 +11,9 @@ use chrono::{DateTime, SubsecRound, Utc};
 use entity::{chat, conversation_item, session_idempotency_key};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    QueryTrait, Select, Statement, TransactionTrait,
+    AccessMode, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
+    IsolationLevel, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Statement,
+    TransactionTrait,
 };
 
 use crate::{Db, RepoError, RepoResult};
@@ -56,6 +57,42 @@ fn chat_key(user: &str, session: &str) -> (String, String) {
     (user.to_owned(), session.to_owned())
 }
 
+/// Inserts `items` with positions from `first_position` on, in statements of
+/// `INSERT_CHUNK` rows. The caller holds the chat's lock and keeps `item_count` in step.
+pub(crate) async fn insert_items(
+    txn: &impl ConnectionTrait,
+    user: &str,
+    chat_id: &str,
+    first_position: i64,
+    items: &[&str],
+    now: DateTime<Utc>,
+) -> RepoResult<()> {
+    for (chunk_index, chunk) in items.chunks(INSERT_CHUNK).enumerate() {
+        let chunk_start = first_position + (chunk_index * INSERT_CHUNK) as i64;
+        let mut insert = Query::insert();
+        insert.into_table(conversation_item::Entity).columns([
+            conversation_item::Column::UserId,
+            conversation_item::Column::ChatId,
+            conversation_item::Column::Position,
+            conversation_item::Column::Data,
+            conversation_item::Column::CreatedAt,
+        ]);
+        for (offset, item) in chunk.iter().enumerate() {
+            insert
+                .values([
+                    user.into(),
+                    chat_id.into(),
+                    (chunk_start + offset as i64).into(),
+                    (*item).into(),
+                    now.into(),
+                ])
+                .map_err(|err| RepoError::Invalid(err.to_string()))?;
+        }
+        txn.execute(&insert).await?;
+    }
+    Ok(())
+}
+
 /// The newest `limit` items of a session, oldest first: the positions above
 /// `item_count - limit`, read in one statement so the count and the items agree.
 fn latest_items_query(user: &str, session: &str, limit: u64) -> Select<conversation_item::Entity> {
@@ -75,12 +112,11 @@ fn latest_items_query(user: &str, session: &str, limit: u64) -> Select<conversat
         .order_by_asc(conversation_item::Column::Position)
 }
 
-/// One page of a full read: positions in `after < position <= upto`, oldest first.
-fn items_between_query(
+/// One page of a full read: the items after position `after`, oldest first.
+fn items_after_query(
     user: &str,
     session: &str,
     after: i64,
-    upto: i64,
     limit: u64,
 ) -> Select<conversation_item::Entity> {
     conversation_item::Entity::find()
@@ -89,7 +125,6 @@ fn items_between_query(
         .column(conversation_item::Column::Data)
         .filter(of_session(user, session))
         .filter(conversation_item::Column::Position.gt(after))
-        .filter(conversation_item::Column::Position.lte(upto))
         .order_by_asc(conversation_item::Column::Position)
         .limit(limit)
 }
@@ -98,8 +133,37 @@ fn items_between_query(
 pub(crate) fn read_statements(backend: DbBackend) -> Vec<(&'static str, Statement)> {
     vec![
         ("session latest items", latest_items_query("u1", "s1", 50).build(backend)),
-        ("session full-read page", items_between_query("u1", "s1", 0, 10_000, 500).build(backend)),
+        ("session full-read page", items_after_query("u1", "s1", 0, 500).build(backend)),
     ]
+}
+
+/// Reads one session page by page inside a read-only snapshot (see [`Sessions::reader`]).
+#[derive(Debug)]
+pub struct SessionReader {
+    txn: DatabaseTransaction,
+    user: String,
+    session: String,
+    after: i64,
+}
+
+impl SessionReader {
+    /// The next `limit` items (fewer, or none, at the end).
+    pub async fn next_page(&mut self, limit: u64) -> RepoResult<Vec<String>> {
+        let page: Vec<(i64, String)> =
+            items_after_query(&self.user, &self.session, self.after, limit)
+                .into_tuple()
+                .all(&self.txn)
+                .await?;
+        if let Some((position, _)) = page.last() {
+            self.after = *position;
+        }
+        Ok(page.into_iter().map(|(_, item)| item).collect())
+    }
+
+    /// Ends the snapshot.
+    pub async fn finish(self) -> RepoResult<()> {
+        Ok(self.txn.commit().await?)
+    }
 }
 
 impl Sessions<'_> {
@@ -141,20 +205,30 @@ impl Sessions<'_> {
         Ok(count.unwrap_or(0))
     }
 
-    /// Up to `limit` items with `after < position <= upto`, oldest first, with their
-    /// positions: one page of a full read.
-    pub async fn items_between(
+    /// Up to `limit` items after position `after`, oldest first, with their positions, in
+    /// one statement.
+    pub async fn items_after(
         &self,
         user: &str,
         session: &str,
         after: i64,
-        upto: i64,
         limit: u64,
     ) -> RepoResult<Vec<(i64, String)>> {
-        Ok(items_between_query(user, session, after, upto, limit)
+        Ok(items_after_query(user, session, after, limit)
             .into_tuple()
             .all(self.db.connection())
             .await?)
+    }
+
+    /// A reader of the whole session, page by page, from one snapshot: writes that commit
+    /// while it reads are not seen, so a long read never mixes an old list with a new one.
+    pub async fn reader(&self, user: &str, session: &str) -> RepoResult<SessionReader> {
+        let txn = self
+            .db
+            .connection()
+            .begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly))
+            .await?;
+        Ok(SessionReader { txn, user: user.to_owned(), session: session.to_owned(), after: 0 })
     }
 
     /// Appends `items` (JSON object texts) as one contiguous batch, creating the chat if it
@@ -234,30 +308,7 @@ impl Sessions<'_> {
             }
         }
 
-        let first_position = new_count - added + 1;
-        for (chunk_index, chunk) in items.chunks(INSERT_CHUNK).enumerate() {
-            let chunk_start = first_position + (chunk_index * INSERT_CHUNK) as i64;
-            let mut insert = Query::insert();
-            insert.into_table(conversation_item::Entity).columns([
-                conversation_item::Column::UserId,
-                conversation_item::Column::ChatId,
-                conversation_item::Column::Position,
-                conversation_item::Column::Data,
-                conversation_item::Column::CreatedAt,
-            ]);
-            for (offset, item) in chunk.iter().enumerate() {
-                insert
-                    .values([
-                        user.into(),
-                        session.into(),
-                        (chunk_start + offset as i64).into(),
-                        (*item).into(),
-                        now.into(),
-                    ])
-                    .map_err(|err| RepoError::Invalid(err.to_string()))?;
-            }
-            txn.execute(&insert).await?;
-        }
+        insert_items(&txn, user, session, new_count - added + 1, items, now).await?;
 
         if let Some(key) = idempotency {
             session_idempotency_key::Entity::insert(session_idempotency_key::ActiveModel {

@@ -6,6 +6,7 @@
 mod agent_session;
 mod auth;
 mod chatkit_store;
+mod chats;
 mod errors;
 mod migrations;
 mod operations;

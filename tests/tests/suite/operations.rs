@@ -67,6 +67,12 @@ async fn openapi_documents_every_route_and_docs_page_is_served(backend: Backend)
             ("/sessions/{session_id}/items", "post"),
             ("/sessions/{session_id}/items", "delete"),
             ("/sessions/{session_id}/pop", "post"),
+            ("/chats", "get"),
+            ("/chats", "post"),
+            ("/chats/count", "get"),
+            ("/chats/{chat_id}", "get"),
+            ("/chats/{chat_id}", "put"),
+            ("/chats/{chat_id}", "delete"),
         ] {
             assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path}");
         }

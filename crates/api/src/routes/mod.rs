@@ -2,19 +2,29 @@
 
 use axum::Router;
 
+use serde_json::value::RawValue;
+
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
+pub(crate) mod chats;
 pub(crate) mod health;
 pub(crate) mod sessions;
 pub(crate) mod threads;
 
 /// Longest id (session, chat, thread, item, attachment) accepted, in bytes.
 const MAX_ID_BYTES: usize = 255;
+/// Page sizes a list accepts, and the default.
+const PAGE_LIMITS: std::ops::RangeInclusive<i64> = 1..=100;
+const DEFAULT_PAGE_LIMIT: u64 = 20;
 
 /// Every route of the API (the documentation routes are added by `startup`).
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().merge(health::router()).merge(sessions::router()).merge(threads::router())
+    Router::new()
+        .merge(health::router())
+        .merge(sessions::router())
+        .merge(chats::router())
+        .merge(threads::router())
 }
 
 /// Ids are any non-empty UTF-8 of at most 255 bytes, without NUL (which PostgreSQL cannot
@@ -30,4 +40,33 @@ pub(crate) fn validate_id(name: &str, id: &str) -> ApiResult<()> {
         return Err(ApiError::invalid(format!("{name} must not contain NUL characters")));
     }
     Ok(())
+}
+
+/// The texts of conversation items, which must all be JSON objects.
+pub(crate) fn object_items<'a>(field: &str, items: &'a [Box<RawValue>]) -> ApiResult<Vec<&'a str>> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| {
+            let text = item.get();
+            if text.starts_with('{') {
+                Ok(text)
+            } else {
+                Err(ApiError::invalid(format!("{field}[{index}] is not a JSON object")))
+            }
+        })
+        .collect()
+}
+
+/// A list's `limit`: 1 to 100, 20 when absent.
+pub(crate) fn page_limit(limit: Option<i64>) -> ApiResult<u64> {
+    match limit {
+        None => Ok(DEFAULT_PAGE_LIMIT),
+        Some(limit) if PAGE_LIMITS.contains(&limit) => Ok(limit.unsigned_abs()),
+        Some(limit) => Err(ApiError::invalid(format!(
+            "limit must be between {} and {} (got {limit})",
+            PAGE_LIMITS.start(),
+            PAGE_LIMITS.end()
+        ))),
+    }
 }

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use repositories::{Db, IdempotencyKey};
+use repositories::{Db, IdempotencyKey, SessionReader};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{AuthUser, Json, Path, Query};
-use crate::routes::validate_id;
+use crate::routes::{object_items, validate_id};
 use crate::state::AppState;
 
 /// Rows per page when a full history is streamed out.
@@ -125,10 +125,7 @@ pub(crate) async fn add_items(
     Json(body): Json<AddItemsRequest>,
 ) -> ApiResult<Json<AddItemsResponse>> {
     validate_id("session_id", &session)?;
-    let items: Vec<&str> = body.items.iter().map(|item| item.get()).collect();
-    if let Some(index) = items.iter().position(|item| !item.starts_with('{')) {
-        return Err(ApiError::invalid(format!("items[{index}] is not a JSON object")));
-    }
+    let items = object_items("items", &body.items)?;
     let idempotency = idempotency_key(&headers, &items)?;
     let added =
         state.db.sessions().add_items(&user, &session, &items, idempotency.as_ref()).await?;
@@ -213,81 +210,57 @@ fn items_body<'a>(items: impl Iterator<Item = &'a str>) -> Response {
     json_text(body)
 }
 
-/// Every item, read page by page up to the newest position at the time of the request, so
-/// that memory stays bounded by one page however long the history is.
+/// Every item. A history of one page is read in one statement; a longer one is streamed page
+/// by page from one snapshot, so memory stays bounded by a page however long the history is,
+/// and the list read is one list even while others write.
 async fn stream_all_items(db: Db, user: String, session: String) -> ApiResult<Response> {
-    let sessions = db.sessions();
-    let upto = sessions.item_count(&user, &session).await?;
-    let first = sessions.items_between(&user, &session, 0, upto, FULL_READ_PAGE).await?;
-    if (first.len() as u64) < FULL_READ_PAGE {
+    let first = db.sessions().items_after(&user, &session, 0, FULL_READ_PAGE + 1).await?;
+    if (first.len() as u64) <= FULL_READ_PAGE {
         return Ok(items_body(first.iter().map(|(_, item)| item.as_str())));
     }
 
-    // The first page is read before answering, so an unreachable database is still a clean
-    // 503; a failure after that can only cut the body short, which the client detects.
+    // Opening the snapshot and reading its first page happen before answering, so an
+    // unreachable database is still a clean 503; a failure after that can only cut the body
+    // short, which the client detects as malformed JSON.
+    let mut reader = db.sessions().reader(&user, &session).await?;
+    let page = reader.next_page(FULL_READ_PAGE).await?;
     struct Cursor {
-        db: Db,
-        user: String,
-        session: String,
-        upto: i64,
-        page: Option<Vec<(i64, String)>>,
-        after: i64,
+        reader: Option<SessionReader>,
+        page: Option<Vec<String>>,
         wrote_any: bool,
-        done: bool,
     }
-    let cursor = Cursor {
-        db,
-        user,
-        session,
-        upto,
-        page: Some(first),
-        after: 0,
-        wrote_any: false,
-        done: false,
-    };
+    let cursor = Cursor { reader: Some(reader), page: Some(page), wrote_any: false };
     let stream = futures::stream::unfold(cursor, |mut cursor| async move {
-        if cursor.done {
-            return None;
-        }
+        let reader = cursor.reader.as_mut()?;
         let page = match cursor.page.take() {
             Some(page) => page,
-            None => {
-                let next = cursor
-                    .db
-                    .sessions()
-                    .items_between(
-                        &cursor.user,
-                        &cursor.session,
-                        cursor.after,
-                        cursor.upto,
-                        FULL_READ_PAGE,
-                    )
-                    .await;
-                match next {
-                    Ok(page) => page,
-                    Err(err) => {
-                        tracing::error!(error = %err, "a streamed session read failed");
-                        cursor.done = true;
-                        return Some((Err(std::io::Error::other("session read failed")), cursor));
-                    }
+            None => match reader.next_page(FULL_READ_PAGE).await {
+                Ok(page) => page,
+                Err(err) => {
+                    tracing::error!(error = %err, "a streamed session read failed");
+                    cursor.reader = None;
+                    return Some((Err(std::io::Error::other("session read failed")), cursor));
                 }
-            }
+            },
         };
         let mut chunk = String::new();
         if !cursor.wrote_any {
             chunk.push_str("{\"items\":[");
         }
-        for (seq, item) in &page {
+        for item in &page {
             if cursor.wrote_any {
                 chunk.push(',');
             }
             chunk.push_str(item);
             cursor.wrote_any = true;
-            cursor.after = *seq;
         }
         if (page.len() as u64) < FULL_READ_PAGE {
             chunk.push_str("]}");
-            cursor.done = true;
+            if let Some(reader) = cursor.reader.take()
+                && let Err(err) = reader.finish().await
+            {
+                tracing::warn!(error = %err, "ending a session read snapshot failed");
+            }
         }
         Some((Ok(Bytes::from(chunk)), cursor))
     });

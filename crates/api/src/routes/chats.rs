@@ -1,0 +1,329 @@
+//! Chats: a user's conversations, with a title, an active flag, and the items of the agent
+//! session of the same id as their `conversation`.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::{DateTime, SecondsFormat, Utc};
+use repositories::{ChatChanges, ChatWithItems, Order};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{AuthUser, Json, Path, Query};
+use crate::routes::{object_items, page_limit, validate_id};
+use crate::state::AppState;
+
+/// Longest title, in characters.
+const MAX_TITLE_CHARS: usize = 255;
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(create_chat, list_chats, count_chats, get_chat, update_chat, delete_chat),
+    components(schemas(Chat, ChatSummary, ChatPage, ChatCount, CreateChat, UpdateChat)),
+    tags((name = "chats", description = "Conversations: a title, an active flag, and the \\
+        conversation items, which are the items of the agent session with the same id"))
+)]
+pub(crate) struct Doc;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/chats", get(list_chats).post(create_chat))
+        .route("/chats/count", get(count_chats))
+        .route("/chats/{chat_id}", get(get_chat).put(update_chat).delete(delete_chat))
+}
+
+/// A chat without its conversation, as lists show it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ChatSummary {
+    chat_id: String,
+    user_id: String,
+    title: Option<String>,
+    is_active: bool,
+    /// RFC 3339, UTC.
+    created_at: String,
+    /// RFC 3339, UTC; lists are ordered by it, newest first.
+    updated_at: String,
+    item_count: i64,
+}
+
+/// A chat with its whole conversation.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // documents the hand-built response body
+pub(crate) struct Chat {
+    #[schema(inline)]
+    #[serde(flatten)]
+    summary: ChatSummary,
+    /// The conversation items, oldest first, exactly as stored.
+    #[schema(value_type = Vec<Object>)]
+    conversation: Vec<()>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ChatPage {
+    data: Vec<ChatSummary>,
+    has_more: bool,
+    /// The `chat_id` to pass as `after` for the next page, when `has_more`.
+    after: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ChatCount {
+    count: u64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateChat {
+    /// Up to 255 characters.
+    title: Option<String>,
+    /// The first conversation items (JSON objects).
+    #[schema(value_type = Option<Vec<Object>>)]
+    conversation: Option<Vec<Box<RawValue>>>,
+    /// Chosen by the server (a UUID) when absent.
+    chat_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpdateChat {
+    /// A new title, or `null` to remove it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    title: Option<Option<String>>,
+    /// Replaces every conversation item, atomically.
+    #[schema(value_type = Option<Vec<Object>>)]
+    conversation: Option<Vec<Box<RawValue>>>,
+    /// `true` restores a soft-deleted chat.
+    is_active: Option<bool>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from a missing one (`None`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// 1 to 100; default 20.
+    limit: Option<i64>,
+    /// The `chat_id` of the last chat of the previous page.
+    after: Option<String>,
+    /// `desc` (default: most recently updated first) or `asc`.
+    order: Option<ListOrder>,
+    /// Include soft-deleted chats.
+    #[serde(default)]
+    include_inactive: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ListOrder {
+    Asc,
+    Desc,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct CountQuery {
+    /// Count soft-deleted chats too.
+    #[serde(default)]
+    include_inactive: bool,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DeleteQuery {
+    /// Delete the chat and its items for good, instead of marking it inactive.
+    #[serde(default)]
+    hard: bool,
+}
+
+fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn summary(chat: entity::chat::Model) -> ChatSummary {
+    ChatSummary {
+        chat_id: chat.chat_id,
+        user_id: chat.user_id,
+        title: chat.title,
+        is_active: chat.is_active,
+        created_at: timestamp(chat.created_at),
+        updated_at: timestamp(chat.updated_at),
+        item_count: chat.item_count,
+    }
+}
+
+/// The chat as JSON, with the stored item texts spliced in as they are.
+fn chat_response(status: StatusCode, chat: ChatWithItems) -> ApiResult<Response> {
+    let ChatWithItems { chat, items } = chat;
+    let summary =
+        serde_json::to_string(&summary(chat)).map_err(|err| ApiError::Internal(err.into()))?;
+    let mut body =
+        String::with_capacity(summary.len() + items.iter().map(String::len).sum::<usize>() + 32);
+    body.push_str(summary.strip_suffix('}').unwrap_or(&summary));
+    body.push_str(",\"conversation\":[");
+    body.push_str(&items.join(","));
+    body.push_str("]}");
+    Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+fn check_title(title: Option<&str>) -> ApiResult<()> {
+    let Some(title) = title else { return Ok(()) };
+    if title.chars().count() > MAX_TITLE_CHARS {
+        return Err(ApiError::invalid(format!(
+            "title must be at most {MAX_TITLE_CHARS} characters"
+        )));
+    }
+    if title.contains('\0') {
+        return Err(ApiError::invalid("title must not contain NUL characters"));
+    }
+    Ok(())
+}
+
+/// Creates a chat, with its first conversation items.
+#[utoipa::path(post, path = "/chats", tag = "chats", request_body = CreateChat,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created", body = Chat),
+        (status = 400, description = "Malformed body, title too long, bad id or item", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 409, description = "This user already has a chat with that id", body = ErrorBody),
+    ))]
+pub(crate) async fn create_chat(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Json(body): Json<CreateChat>,
+) -> ApiResult<Response> {
+    let chat_id = body.chat_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    validate_id("chat_id", &chat_id)?;
+    check_title(body.title.as_deref())?;
+    let items = object_items("conversation", body.conversation.as_deref().unwrap_or_default())?;
+    let chat = state.db.chats().create(&user, &chat_id, body.title, &items).await?;
+    chat_response(StatusCode::CREATED, chat)
+}
+
+/// A page of the user's chats (without conversations), most recently updated first.
+#[utoipa::path(get, path = "/chats", tag = "chats", params(ListQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of chats", body = ChatPage),
+        (status = 400, description = "Bad limit, order or cursor", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+    ))]
+pub(crate) async fn list_chats(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<ChatPage>> {
+    let limit = page_limit(query.limit)?;
+    let order = match query.order.unwrap_or(ListOrder::Desc) {
+        ListOrder::Asc => Order::Asc,
+        ListOrder::Desc => Order::Desc,
+    };
+    let page = state
+        .db
+        .chats()
+        .list(&user, query.include_inactive, query.after.as_deref(), order, limit)
+        .await?;
+    Ok(Json(ChatPage {
+        data: page.data.into_iter().map(summary).collect(),
+        has_more: page.has_more,
+        after: page.after,
+    }))
+}
+
+/// How many chats the user has.
+#[utoipa::path(get, path = "/chats/count", tag = "chats", params(CountQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The count", body = ChatCount),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+    ))]
+pub(crate) async fn count_chats(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Query(query): Query<CountQuery>,
+) -> ApiResult<Json<ChatCount>> {
+    let count = state.db.chats().count(&user, query.include_inactive).await?;
+    Ok(Json(ChatCount { count }))
+}
+
+/// The chat with its whole conversation (inactive chats too).
+#[utoipa::path(get, path = "/chats/{chat_id}", tag = "chats",
+    params(("chat_id" = String, Path, description = "The chat id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The chat", body = Chat),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such chat for this user", body = ErrorBody),
+    ))]
+pub(crate) async fn get_chat(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(chat_id): Path<String>,
+) -> ApiResult<Response> {
+    validate_id("chat_id", &chat_id)?;
+    chat_response(StatusCode::OK, state.db.chats().get(&user, &chat_id).await?)
+}
+
+/// Updates the given fields; a `conversation` replaces every item at once.
+#[utoipa::path(put, path = "/chats/{chat_id}", tag = "chats", request_body = UpdateChat,
+    params(("chat_id" = String, Path, description = "The chat id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The updated chat", body = Chat),
+        (status = 400, description = "No field to update, title too long, bad item", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such chat for this user", body = ErrorBody),
+    ))]
+pub(crate) async fn update_chat(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(chat_id): Path<String>,
+    Json(body): Json<UpdateChat>,
+) -> ApiResult<Response> {
+    validate_id("chat_id", &chat_id)?;
+    if body.title.is_none() && body.conversation.is_none() && body.is_active.is_none() {
+        return Err(ApiError::invalid("nothing to update: give title, conversation or is_active"));
+    }
+    check_title(body.title.as_ref().and_then(Option::as_deref))?;
+    let items = body
+        .conversation
+        .as_deref()
+        .map(|items| object_items("conversation", items))
+        .transpose()?;
+    let changes = ChatChanges { title: body.title, items, is_active: body.is_active };
+    chat_response(StatusCode::OK, state.db.chats().update(&user, &chat_id, changes).await?)
+}
+
+/// Soft-deletes the chat (`is_active=false`), or with `hard=true` deletes it and its items.
+#[utoipa::path(delete, path = "/chats/{chat_id}", tag = "chats",
+    params(("chat_id" = String, Path, description = "The chat id"), DeleteQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such chat for this user", body = ErrorBody),
+    ))]
+pub(crate) async fn delete_chat(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(chat_id): Path<String>,
+    Query(query): Query<DeleteQuery>,
+) -> ApiResult<StatusCode> {
+    validate_id("chat_id", &chat_id)?;
+    if query.hard {
+        state.db.chats().hard_delete(&user, &chat_id).await?;
+    } else {
+        state.db.chats().soft_delete(&user, &chat_id).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,320 @@
+//! Chats: conversations with a title and an active flag, whose items are the agent session
+//! of the same id (see `sessions`).
+
+use entity::{chat, conversation_item};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{
+    AccessMode, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
+    IsolationLevel, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Statement,
+    TransactionTrait,
+};
+
+use crate::page::{Order, Page};
+use crate::sessions::{insert_items, now};
+use crate::{Db, RepoError, RepoResult};
+
+/// A chat with its whole conversation (stored item texts, oldest first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatWithItems {
+    pub chat: chat::Model,
+    pub items: Vec<String>,
+}
+
+/// What `update` changes; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ChatChanges<'a> {
+    /// `Some(None)` clears the title.
+    pub title: Option<Option<String>>,
+    /// Replaces every item.
+    pub items: Option<Vec<&'a str>>,
+    pub is_active: Option<bool>,
+}
+
+/// The chat operations of one database.
+#[derive(Debug, Clone, Copy)]
+pub struct Chats<'a> {
+    db: &'a Db,
+}
+
+impl Db {
+    pub fn chats(&self) -> Chats<'_> {
+        Chats { db: self }
+    }
+}
+
+fn key(user: &str, chat_id: &str) -> (String, String) {
+    (user.to_owned(), chat_id.to_owned())
+}
+
+fn visible(user: &str, include_inactive: bool) -> sea_orm::Condition {
+    let mut condition = sea_orm::Condition::all().add(chat::Column::UserId.eq(user));
+    if !include_inactive {
+        condition = condition.add(chat::Column::IsActive.eq(true));
+    }
+    condition
+}
+
+/// A page of chats by `(updated_at, chat_id)`, after the cursor `after` (exclusive).
+fn list_query(
+    user: &str,
+    include_inactive: bool,
+    after: Option<&chat::Model>,
+    order: Order,
+    limit: u64,
+) -> Select<chat::Entity> {
+    let mut query = chat::Entity::find().filter(visible(user, include_inactive));
+    if let Some(cursor) = after {
+        let position =
+            Expr::tuple([Expr::col(chat::Column::UpdatedAt), Expr::col(chat::Column::ChatId)]);
+        let bound =
+            Expr::tuple([Expr::value(cursor.updated_at), Expr::value(cursor.chat_id.clone())]);
+        query = query.filter(match order {
+            Order::Desc => position.lt(bound),
+            Order::Asc => position.gt(bound),
+        });
+    }
+    let direction = match order {
+        Order::Desc => sea_orm::Order::Desc,
+        Order::Asc => sea_orm::Order::Asc,
+    };
+    query
+        .order_by(chat::Column::UpdatedAt, direction.clone())
+        .order_by(chat::Column::ChatId, direction)
+        .limit(limit.saturating_add(1))
+}
+
+/// The read statements of this module, for checking their query plans.
+pub(crate) fn read_statements(backend: DbBackend) -> Vec<(&'static str, Statement)> {
+    let cursor = chat::Model {
+        user_id: "u1".into(),
+        chat_id: "c1".into(),
+        title: None,
+        is_active: true,
+        item_count: 0,
+        created_at: now(),
+        updated_at: now(),
+    };
+    let count = chat::Entity::find()
+        .filter(visible("u1", false))
+        .select_only()
+        .column_as(chat::Column::ChatId.count(), "count");
+    vec![
+        ("chats first page", list_query("u1", false, None, Order::Desc, 20).build(backend)),
+        (
+            "chats later page",
+            list_query("u1", false, Some(&cursor), Order::Desc, 20).build(backend),
+        ),
+        (
+            "chats later page, inactive too",
+            list_query("u1", true, Some(&cursor), Order::Asc, 20).build(backend),
+        ),
+        ("chats count", count.build(backend)),
+    ]
+}
+
+impl Chats<'_> {
+    /// Creates a chat with its first items; an existing `chat_id` is a conflict.
+    pub async fn create(
+        &self,
+        user: &str,
+        chat_id: &str,
+        title: Option<String>,
+        items: &[&str],
+    ) -> RepoResult<ChatWithItems> {
+        let now = now();
+        let count =
+            i64::try_from(items.len()).map_err(|_| RepoError::Invalid("too many items".into()))?;
+        let _writer = self.db.write_guard().await;
+        let txn = self.db.connection().begin().await?;
+        let insert = Query::insert()
+            .into_table(chat::Entity)
+            .columns([
+                chat::Column::UserId,
+                chat::Column::ChatId,
+                chat::Column::Title,
+                chat::Column::IsActive,
+                chat::Column::ItemCount,
+                chat::Column::CreatedAt,
+                chat::Column::UpdatedAt,
+            ])
+            .values([
+                user.into(),
+                chat_id.into(),
+                title.clone().into(),
+                true.into(),
+                count.into(),
+                now.into(),
+                now.into(),
+            ])
+            .map_err(|err| RepoError::Invalid(err.to_string()))?
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::columns([
+                    chat::Column::UserId,
+                    chat::Column::ChatId,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .to_owned();
+        if txn.execute(&insert).await?.rows_affected() == 0 {
+            return Err(RepoError::Conflict(format!("a chat with id {chat_id:?} already exists")));
+        }
+        insert_items(&txn, user, chat_id, 1, items, now).await?;
+        txn.commit().await?;
+        Ok(ChatWithItems {
+            chat: chat::Model {
+                user_id: user.to_owned(),
+                chat_id: chat_id.to_owned(),
+                title,
+                is_active: true,
+                item_count: count,
+                created_at: now,
+                updated_at: now,
+            },
+            items: items.iter().map(|item| (*item).to_owned()).collect(),
+        })
+    }
+
+    /// The chat and its whole conversation, read as one consistent snapshot.
+    pub async fn get(&self, user: &str, chat_id: &str) -> RepoResult<ChatWithItems> {
+        let txn = self
+            .db
+            .connection()
+            .begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly))
+            .await?;
+        let read = self.get_in(&txn, user, chat_id).await;
+        txn.commit().await?;
+        read
+    }
+
+    async fn get_in(
+        &self,
+        txn: &DatabaseTransaction,
+        user: &str,
+        chat_id: &str,
+    ) -> RepoResult<ChatWithItems> {
+        let chat = chat::Entity::find_by_id(key(user, chat_id))
+            .one(txn)
+            .await?
+            .ok_or_else(|| RepoError::NotFound(format!("no chat {chat_id:?}")))?;
+        let items = conversation_item::Entity::find()
+            .select_only()
+            .column(conversation_item::Column::Data)
+            .filter(conversation_item::Column::UserId.eq(user))
+            .filter(conversation_item::Column::ChatId.eq(chat_id))
+            .order_by_asc(conversation_item::Column::Position)
+            .into_tuple()
+            .all(txn)
+            .await?;
+        Ok(ChatWithItems { chat, items })
+    }
+
+    /// A page of the user's chats, most recently updated first (`Order::Desc`). `after` must
+    /// name a chat of this list.
+    pub async fn list(
+        &self,
+        user: &str,
+        include_inactive: bool,
+        after: Option<&str>,
+        order: Order,
+        limit: u64,
+    ) -> RepoResult<Page<chat::Model>> {
+        let cursor = match after {
+            Some(after) => Some(
+                chat::Entity::find_by_id(key(user, after))
+                    .filter(visible(user, include_inactive))
+                    .one(self.db.connection())
+                    .await?
+                    .ok_or_else(|| {
+                        RepoError::Invalid(format!("after={after:?} names no chat of this list"))
+                    })?,
+            ),
+            None => None,
+        };
+        let rows = list_query(user, include_inactive, cursor.as_ref(), order, limit)
+            .all(self.db.connection())
+            .await?;
+        Ok(Page::from_rows(rows, limit, |chat| chat.chat_id.clone()))
+    }
+
+    /// How many chats the user has (active ones only unless `include_inactive`).
+    pub async fn count(&self, user: &str, include_inactive: bool) -> RepoResult<u64> {
+        let count: Option<i64> = chat::Entity::find()
+            .filter(visible(user, include_inactive))
+            .select_only()
+            .column_as(chat::Column::ChatId.count(), "count")
+            .into_tuple()
+            .one(self.db.connection())
+            .await?;
+        Ok(count.and_then(|count| u64::try_from(count).ok()).unwrap_or(0))
+    }
+
+    /// Applies `changes` in one transaction: a new conversation replaces every item at once,
+    /// so readers see the old list or the new one. Moves the chat to the top of the list.
+    pub async fn update(
+        &self,
+        user: &str,
+        chat_id: &str,
+        changes: ChatChanges<'_>,
+    ) -> RepoResult<ChatWithItems> {
+        let now = now();
+        let _writer = self.db.write_guard().await;
+        let txn = self.db.connection().begin().await?;
+        let locked =
+            chat::Entity::find_by_id(key(user, chat_id)).lock_exclusive().one(&txn).await?;
+        if locked.is_none() {
+            return Err(RepoError::NotFound(format!("no chat {chat_id:?}")));
+        }
+        let mut update = chat::Entity::update_many()
+            .col_expr(chat::Column::UpdatedAt, Expr::value(now))
+            .filter(chat::Column::UserId.eq(user))
+            .filter(chat::Column::ChatId.eq(chat_id));
+        if let Some(title) = changes.title {
+            update = update.col_expr(chat::Column::Title, Expr::value(title));
+        }
+        if let Some(is_active) = changes.is_active {
+            update = update.col_expr(chat::Column::IsActive, Expr::value(is_active));
+        }
+        if let Some(items) = &changes.items {
+            conversation_item::Entity::delete_many()
+                .filter(conversation_item::Column::UserId.eq(user))
+                .filter(conversation_item::Column::ChatId.eq(chat_id))
+                .exec(&txn)
+                .await?;
+            insert_items(&txn, user, chat_id, 1, items, now).await?;
+            let count = i64::try_from(items.len()).unwrap_or(i64::MAX);
+            update = update.col_expr(chat::Column::ItemCount, Expr::value(count));
+        }
+        update.exec(&txn).await?;
+        let updated = self.get_in(&txn, user, chat_id).await?;
+        txn.commit().await?;
+        Ok(updated)
+    }
+
+    /// Marks the chat inactive: it leaves lists and counts but stays readable by id.
+    pub async fn soft_delete(&self, user: &str, chat_id: &str) -> RepoResult<()> {
+        let _writer = self.db.write_guard().await;
+        let updated = chat::Entity::update_many()
+            .col_expr(chat::Column::IsActive, Expr::value(false))
+            .col_expr(chat::Column::UpdatedAt, Expr::value(now()))
+            .filter(chat::Column::UserId.eq(user))
+            .filter(chat::Column::ChatId.eq(chat_id))
+            .exec(self.db.connection())
+            .await?;
+        if updated.rows_affected == 0 {
+            return Err(RepoError::NotFound(format!("no chat {chat_id:?}")));
+        }
+        Ok(())
+    }
+
+    /// Deletes the chat with every item and idempotency key; its id can be used again.
+    pub async fn hard_delete(&self, user: &str, chat_id: &str) -> RepoResult<()> {
+        let _writer = self.db.write_guard().await;
+        let deleted =
+            chat::Entity::delete_by_id(key(user, chat_id)).exec(self.db.connection()).await?;
+        if deleted.rows_affected == 0 {
+            return Err(RepoError::NotFound(format!("no chat {chat_id:?}")));
+        }
+        Ok(())
+    }
+}
