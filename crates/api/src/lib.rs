@@ -10,6 +10,7 @@ pub mod metrics;
 mod openapi;
 mod routes;
 pub mod settings;
+pub mod signed_urls;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

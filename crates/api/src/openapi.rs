@@ -4,7 +4,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{chats, health, sessions, threads};
+use crate::routes::{attachment_content, chats, health, sessions, threads};
 
 /// The whole document: the shared parts below, plus each route module's own `Doc`.
 pub(crate) fn document() -> utoipa::openapi::OpenApi {
@@ -13,6 +13,7 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
     document.merge(sessions::Doc::openapi());
     document.merge(chats::Doc::openapi());
     document.merge(threads::Doc::openapi());
+    document.merge(attachment_content::Doc::openapi());
     document
 }
 

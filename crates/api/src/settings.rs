@@ -71,6 +71,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
     pub idempotency: IdempotencySettings,
+    pub attachments: AttachmentSettings,
     pub auth: AuthSettings,
     pub log: LogSettings,
 }
@@ -96,6 +97,22 @@ pub struct IdempotencySettings {
     pub key_ttl_secs: u64,
     /// How often expired keys are deleted.
     pub prune_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AttachmentSettings {
+    /// Largest upload, in bytes.
+    pub max_bytes: usize,
+    /// Lifetime of signed upload and preview URLs.
+    pub url_ttl_secs: u64,
+    /// Key for signed URLs; derived from the JWT secret when unset.
+    pub url_signing_secret: Option<SecretString>,
+}
+
+impl AttachmentSettings {
+    pub fn url_signing_secret(&self) -> Option<&str> {
+        self.url_signing_secret.as_ref().map(ExposeSecret::expose_secret).filter(|s| !s.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -24,6 +24,7 @@ use crate::metrics::{self, Metrics};
 use crate::openapi;
 use crate::routes;
 use crate::settings::{IdempotencySettings, Settings};
+use crate::signed_urls::UrlSigner;
 use crate::state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -55,7 +56,10 @@ impl Application {
             .with_context(|| format!("cannot listen on {address}"))?;
         let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_secs);
         let idempotency = settings.idempotency.clone();
+        let urls =
+            UrlSigner::new(settings.attachments.url_signing_secret(), settings.auth.secret());
         let state = AppState {
+            urls,
             db: db.clone(),
             settings: Arc::new(settings),
             verifier,
@@ -124,7 +128,7 @@ async fn prune_idempotency_keys(db: Db, settings: IdempotencySettings) {
 /// The whole HTTP stack: routes, documentation, and the middleware every request goes through.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.server.body_limit_bytes;
-    routes::router()
+    routes::router(&state.settings)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::document()))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|request: Request<axum::body::Body>| async move {

@@ -7,6 +7,7 @@ use repositories::Db;
 use crate::auth::TokenVerifier;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
+use crate::signed_urls::UrlSigner;
 
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -14,4 +15,5 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub verifier: TokenVerifier,
     pub metrics: Arc<Metrics>,
+    pub urls: UrlSigner,
 }

@@ -3,6 +3,7 @@
 //! The same code serves PostgreSQL and SQLite: [`Db`] owns the pool and the per-backend
 //! details (connection options, how writers are serialised), the repositories own the queries.
 
+mod attachment_contents;
 pub mod chatkit;
 mod chats;
 mod db;
@@ -11,6 +12,7 @@ mod page;
 mod plans;
 mod sessions;
 
+pub use attachment_contents::{AttachmentContents, Content};
 pub use chats::{ChatChanges, ChatWithItems, Chats};
 pub use db::{Backend, DatabaseSettings, Db};
 pub use error::{RepoError, RepoResult};

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod agent_session;
+mod attachment_content;
 mod auth;
 mod chatkit_store;
 mod chats;

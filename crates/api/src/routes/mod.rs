@@ -5,8 +5,10 @@ use axum::Router;
 use serde_json::value::RawValue;
 
 use crate::error::{ApiError, ApiResult};
+use crate::settings::Settings;
 use crate::state::AppState;
 
+pub(crate) mod attachment_content;
 pub(crate) mod chats;
 pub(crate) mod health;
 pub(crate) mod sessions;
@@ -19,9 +21,10 @@ const PAGE_LIMITS: std::ops::RangeInclusive<i64> = 1..=100;
 const DEFAULT_PAGE_LIMIT: u64 = 20;
 
 /// Every route of the API (the documentation routes are added by `startup`).
-pub(crate) fn router() -> Router<AppState> {
+pub(crate) fn router(settings: &Settings) -> Router<AppState> {
     Router::new()
         .merge(health::router())
+        .merge(attachment_content::router(settings.attachments.max_bytes))
         .merge(sessions::router())
         .merge(chats::router())
         .merge(threads::router())
