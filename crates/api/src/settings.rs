@@ -89,6 +89,8 @@ pub struct ServerSettings {
     pub body_limit_bytes: usize,
     /// How long shutdown waits for in-flight requests before giving up.
     pub shutdown_timeout_secs: u64,
+    /// The URL clients reach the server at; `None`: `http://` and the request's Host.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -103,8 +105,10 @@ pub struct IdempotencySettings {
 pub struct AttachmentSettings {
     /// Largest upload, in bytes.
     pub max_bytes: usize,
-    /// Lifetime of signed upload and preview URLs.
+    /// Lifetime of signed upload URLs.
     pub url_ttl_secs: u64,
+    /// Lifetime of signed preview URLs.
+    pub preview_url_ttl_secs: u64,
     /// Key for signed URLs; derived from the JWT secret when unset.
     pub url_signing_secret: Option<SecretString>,
 }

@@ -6,6 +6,7 @@
 mod agent_session;
 mod attachment_content;
 mod auth;
+mod chatkit_protocol;
 mod chatkit_store;
 mod chats;
 mod errors;

@@ -9,6 +9,7 @@ use crate::settings::Settings;
 use crate::state::AppState;
 
 pub(crate) mod attachment_content;
+pub(crate) mod chatkit;
 pub(crate) mod chats;
 pub(crate) mod health;
 pub(crate) mod sessions;
@@ -27,6 +28,7 @@ pub(crate) fn router(settings: &Settings) -> Router<AppState> {
         .merge(attachment_content::router(settings.attachments.max_bytes))
         .merge(sessions::router())
         .merge(chats::router())
+        .merge(chatkit::router())
         .merge(threads::router())
 }
 

@@ -1,0 +1,81 @@
+//! `POST /chatkit`: the ChatKit protocol endpoint a ChatKit front end talks to.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::post;
+use serde_json::Value;
+
+use crate::chatkit::{self, Origin};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{AuthUser, Json};
+use crate::state::AppState;
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(chatkit_request),
+    tags((name = "chatkit", description = "The ChatKit protocol, as `chatkit.server.ChatKitServer.process()` answers it"))
+)]
+pub(crate) struct Doc;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/chatkit", post(chatkit_request))
+}
+
+/// One ChatKit request (`{"type", "params", "metadata"}`), answered in ChatKit's wire form:
+/// `threads.get_by_id`, `threads.list`, `items.list`, `threads.update`, `threads.delete`,
+/// `items.feedback`, `attachments.create`, `attachments.delete`. `input.transcribe` and
+/// `threads.sync_custom_action` answer 400 while no handler is configured; the streaming
+/// types (`threads.create`, `threads.add_user_message`, ...) answer 400 for now.
+#[utoipa::path(post, path = "/chatkit", tag = "chatkit",
+    request_body(content = Object, description = "A ChatKit request"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The SDK's JSON answer (wire form)", body = Object),
+        (status = 400, description = "Unknown or malformed request, or one this server cannot answer", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "The thread does not exist for this user", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+    ))]
+pub(crate) async fn chatkit_request(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value
+                .split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType(
+            "expected a JSON body with Content-Type: application/json".into(),
+        ));
+    }
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge("the request body is larger than this server accepts".into())
+        } else {
+            ApiError::invalid(format!("unreadable body: {}", rejection.body_text()))
+        }
+    })?;
+    let origin = match &state.settings.server.public_url {
+        Some(url) if !url.is_empty() => Origin(url.clone()),
+        _ => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("localhost");
+            Origin(format!("http://{host}"))
+        }
+    };
+    Ok(Json(chatkit::process(&state, &user, &origin, &body).await?))
+}
