@@ -54,20 +54,30 @@ fn visible(user: &str, include_inactive: bool) -> sea_orm::Condition {
     condition
 }
 
-/// A page of chats by `(updated_at, chat_id)`, after the cursor `after` (exclusive).
+/// A page of chats by `(updated_at, chat_id)`, after the chat `after` (exclusive). The
+/// cursor's key is looked up inside the same statement, so a page is one round trip however
+/// deep it is; a cursor naming no chat of the list makes the page empty.
 fn list_query(
     user: &str,
     include_inactive: bool,
-    after: Option<&chat::Model>,
+    after: Option<&str>,
     order: Order,
     limit: u64,
 ) -> Select<chat::Entity> {
     let mut query = chat::Entity::find().filter(visible(user, include_inactive));
-    if let Some(cursor) = after {
-        let position =
-            Expr::tuple([Expr::col(chat::Column::UpdatedAt), Expr::col(chat::Column::ChatId)]);
-        let bound =
-            Expr::tuple([Expr::value(cursor.updated_at), Expr::value(cursor.chat_id.clone())]);
+    if let Some(after) = after {
+        let position = Expr::tuple([
+            Expr::col((chat::Entity, chat::Column::UpdatedAt)),
+            Expr::col((chat::Entity, chat::Column::ChatId)),
+        ]);
+        let cursor = Query::select()
+            .column((cursor_alias(), chat::Column::UpdatedAt))
+            .column((cursor_alias(), chat::Column::ChatId))
+            .from_as(chat::Entity, cursor_alias())
+            .and_where(Expr::col((cursor_alias(), chat::Column::UserId)).eq(user))
+            .and_where(Expr::col((cursor_alias(), chat::Column::ChatId)).eq(after))
+            .to_owned();
+        let bound = Expr::SubQuery(None, Box::new(cursor.into()));
         query = query.filter(match order {
             Order::Desc => position.lt(bound),
             Order::Asc => position.gt(bound),
@@ -83,17 +93,12 @@ fn list_query(
         .limit(limit.saturating_add(1))
 }
 
+fn cursor_alias() -> sea_orm::sea_query::Alias {
+    sea_orm::sea_query::Alias::new("cursor")
+}
+
 /// The read statements of this module, for checking their query plans.
 pub(crate) fn read_statements(backend: DbBackend) -> Vec<(&'static str, Statement)> {
-    let cursor = chat::Model {
-        user_id: "u1".into(),
-        chat_id: "c1".into(),
-        title: None,
-        is_active: true,
-        item_count: 0,
-        created_at: now(),
-        updated_at: now(),
-    };
     let count = chat::Entity::find()
         .filter(visible("u1", false))
         .select_only()
@@ -102,11 +107,11 @@ pub(crate) fn read_statements(backend: DbBackend) -> Vec<(&'static str, Statemen
         ("chats first page", list_query("u1", false, None, Order::Desc, 20).build(backend)),
         (
             "chats later page",
-            list_query("u1", false, Some(&cursor), Order::Desc, 20).build(backend),
+            list_query("u1", false, Some("c1"), Order::Desc, 20).build(backend),
         ),
         (
             "chats later page, inactive too",
-            list_query("u1", true, Some(&cursor), Order::Asc, 20).build(backend),
+            list_query("u1", true, Some("c1"), Order::Asc, 20).build(backend),
         ),
         ("chats count", count.build(backend)),
     ]
@@ -219,21 +224,23 @@ impl Chats<'_> {
         order: Order,
         limit: u64,
     ) -> RepoResult<Page<chat::Model>> {
-        let cursor = match after {
-            Some(after) => Some(
-                chat::Entity::find_by_id(key(user, after))
-                    .filter(visible(user, include_inactive))
-                    .one(self.db.connection())
-                    .await?
-                    .ok_or_else(|| {
-                        RepoError::Invalid(format!("after={after:?} names no chat of this list"))
-                    })?,
-            ),
-            None => None,
-        };
-        let rows = list_query(user, include_inactive, cursor.as_ref(), order, limit)
+        let rows = list_query(user, include_inactive, after, order, limit)
             .all(self.db.connection())
             .await?;
+        // An empty page after a cursor: the end of the list, or a cursor naming nothing in it.
+        if let Some(after) = after
+            && rows.is_empty()
+        {
+            let cursor = chat::Entity::find_by_id(key(user, after))
+                .filter(visible(user, include_inactive))
+                .one(self.db.connection())
+                .await?;
+            if cursor.is_none() {
+                return Err(RepoError::Invalid(format!(
+                    "after={after:?} names no chat of this list"
+                )));
+            }
+        }
         Ok(Page::from_rows(rows, limit, |chat| chat.chat_id.clone()))
     }
 
