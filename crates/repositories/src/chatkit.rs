@@ -30,9 +30,9 @@ mod stored;
 use std::fmt;
 use std::str::FromStr;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use entity::{chatkit_attachment, chatkit_attachment_content, chatkit_item, chatkit_thread};
-use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
