@@ -34,4 +34,5 @@ fmt:
 
 # Run the benchmarks (release build, real servers, fresh databases) and rewrite BENCHMARKS.md.
 bench *ARGS:
-    cargo run --release -p bench -- --out BENCHMARKS.md {{ARGS}}
+    cargo build --release -p chatstore -p bench
+    target/release/chatstore-bench --out BENCHMARKS.md {{ARGS}}

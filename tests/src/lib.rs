@@ -436,3 +436,65 @@ pub async fn with_app_configured(
 pub async fn within<T>(limit: Duration, future: impl Future<Output = T>) -> T {
     tokio::time::timeout(limit, future).await.expect("the operation finished in time")
 }
+
+/// A `chatstore serve` process (the real binary), for tests and benchmarks that need separate
+/// processes. Killed when dropped, if it was not stopped.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`
+    pub address: String,
+}
+
+impl ServerProcess {
+    /// Starts `binary serve` on a free port with `APP_ENV=test` and `env`, and waits for the
+    /// line with its address.
+    pub fn start(binary: &std::path::Path, database_url: &str, env: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        let mut command = std::process::Command::new(binary);
+        command
+            .arg("serve")
+            .env("APP_ENV", "test")
+            .env("DATABASE_URL", database_url)
+            .env("PORT", "0")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start chatstore serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line).expect("read the address line");
+        let address = line.trim().strip_prefix("chatstore listening on ").unwrap_or("").to_owned();
+        assert!(!address.is_empty(), "no address line: {line:?}");
+        Self { child, address }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits (up to 10 s) for a clean exit.
+    pub fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "chatstore exited uncleanly: {status:?}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("chatstore did not stop within 10 s of SIGTERM");
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -4,59 +4,10 @@
 // A panic in a test is a failed test with a clear location.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-use chatstore_tests::{Backend, TestDatabase, test_settings};
+use chatstore_tests::{Backend, ServerProcess, TestDatabase, test_settings};
 use serde_json::{Value, json};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_chatstore");
-
-/// A server process; killed if the test fails before stopping it.
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Server {
-    fn start(database_url: &str) -> Self {
-        let mut child = Command::new(BINARY)
-            .arg("serve")
-            .env("APP_ENV", "test")
-            .env("DATABASE_URL", database_url)
-            .env("PORT", "0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chatstore serve");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let address = line.trim().strip_prefix("chatstore listening on ").unwrap_or("").to_owned();
-        assert!(!address.is_empty(), "no address line: {line:?}");
-        Self { child, address }
-    }
-
-    fn stop(mut self) {
-        Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
-        for _ in 0..200 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "clean exit: {status:?}");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the server did not stop");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_never_interleave_or_lose_batches() {
@@ -68,7 +19,7 @@ async fn two_processes_never_interleave_or_lose_batches() {
             .map(|_| {
                 std::thread::spawn({
                     let url = url.clone();
-                    move || Server::start(&url)
+                    move || ServerProcess::start(std::path::Path::new(BINARY), &url, &[])
                 })
             })
             .collect();

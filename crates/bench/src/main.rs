@@ -15,6 +15,8 @@ use anyhow::Context;
 use chatstore_tests::{Backend, TestApp, TestDatabase};
 use clap::Parser;
 
+mod turns;
+
 #[derive(Debug, Parser)]
 #[command(about = "Benchmarks chatstore and writes BENCHMARKS.md")]
 struct Args {
@@ -27,16 +29,22 @@ struct Args {
     /// Interleaved rounds per comparison.
     #[arg(long, default_value_t = 10)]
     rounds: usize,
+    /// Run only these sections (turns, reads, chats); all of them by default.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Seconds per client count in the turn benchmark (split between chatstore and pgbench).
+    #[arg(long, default_value_t = 20)]
+    turn_seconds: u64,
 }
 
 /// Latencies of one series of requests.
 #[derive(Debug, Default, Clone)]
-struct Series {
-    samples: Vec<Duration>,
+pub(crate) struct Series {
+    pub(crate) samples: Vec<Duration>,
 }
 
 impl Series {
-    fn percentile(&self, p: f64) -> Duration {
+    pub(crate) fn percentile(&self, p: f64) -> Duration {
         let mut sorted = self.samples.clone();
         sorted.sort();
         let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -49,7 +57,7 @@ impl Series {
     }
 }
 
-fn micros(duration: Duration) -> String {
+pub(crate) fn micros(duration: Duration) -> String {
     format!("{:.0} µs", duration.as_secs_f64() * 1e6)
 }
 
@@ -235,44 +243,69 @@ async fn main() -> anyhow::Result<()> {
         machine()
     );
 
-    let _ = writeln!(
-        report,
-        "## Session reads cost the same whatever the history's length\n\n\
+    let wanted = |section: &str| args.only.is_empty() || args.only.iter().any(|s| s == section);
+    if wanted("turns") {
+        let _ = writeln!(
+            report,
+            "## Turn throughput on PostgreSQL, next to its physical limit\n\n\
+         A turn is what one agent run does with its memory: `GET /sessions/{{id}}/items?limit=50`, then \
+         `POST /sessions/{{id}}/items` with 2 items, on one of 64 sessions of {} items, by a Rust HTTP load \
+         generator in this process against a `chatstore serve` process. The reference is `pgbench` running \
+         `../shared/bench/pgbench-turn.sql` (read the tail, append 2 under a per-conversation lock, with prepared \
+         statements, no HTTP) on the same PostgreSQL server; each client count alternates the two, {} s in all. \
+         Targets: at least **0.75x** pgbench at 16 clients, p99 under 25 ms.\n",
+            100, args.turn_seconds
+        );
+        let binary = turns::server_binary()?;
+        let shared = turns::shared_dir();
+        turns::turn_throughput(
+            &turns::TurnArgs { binary: &binary, shared: &shared, seconds: args.turn_seconds },
+            &mut report,
+        )
+        .await?;
+    }
+    if wanted("reads") {
+        let _ = writeln!(
+            report,
+            "\n## Session reads cost the same whatever the history's length\n\n\
          `GET /sessions/{{id}}/items?limit=50` (the Agents SDK's `get_items(limit=50)`) over HTTP, one client, \
          on a session of 100 items and on one of 100,000 items in the same database; {} rounds of {} requests each, \
          alternating. Target: the 100,000-item session within **1.5x** of the 100-item one.\n\n\
          | database | 100 items p50 | p99 | mean | 100,000 items p50 | p99 | mean | ratio (p50) |\n\
          |---|---|---|---|---|---|---|---|",
-        args.rounds, args.requests
-    );
-    for backend in [Backend::Postgres, Backend::Sqlite] {
-        history_independence(backend, &args, &mut report).await?;
-    }
-    let _ = writeln!(
-        report,
-        "\nWhy: items are keyed `(user_id, chat_id, position)` with positions `1..=item_count`, so the latest 50 \
+            args.rounds, args.requests
+        );
+        for backend in [Backend::Postgres, Backend::Sqlite] {
+            history_independence(backend, &args, &mut report).await?;
+        }
+        let _ = writeln!(
+            report,
+            "\nWhy: items are keyed `(user_id, chat_id, position)` with positions `1..=item_count`, so the latest 50 \
          are the key range `position > item_count - 50`: 50 rows through the primary key, whatever the history."
-    );
-
-    let _ = writeln!(
-        report,
-        "\n## Chat lists cost the same on every page\n\n\
+        );
+    }
+    if wanted("chats") {
+        let _ = writeln!(
+            report,
+            "\n## Chat lists cost the same on every page\n\n\
          `GET /chats?limit=100`: page 1 and page 100 (the last) of one user's 10,000 chats, with 10,000 chats of \
          50 other users in the same table; {} rounds of {} requests each, alternating. Target: about the same \
          (within **1.5x**).\n\n\
          | database | page 1 p50 | p99 | mean | page 100 p50 | p99 | mean | ratio (p50) |\n\
          |---|---|---|---|---|---|---|---|",
-        args.rounds,
-        args.requests / 4
-    );
-    for backend in [Backend::Postgres, Backend::Sqlite] {
-        chat_paging_depth(backend, &args, &mut report).await?;
+            args.rounds,
+            args.requests / 4
+        );
+        for backend in [Backend::Postgres, Backend::Sqlite] {
+            chat_paging_depth(backend, &args, &mut report).await?;
+        }
+        let _ = writeln!(
+            report,
+            "\nWhy: pages are keyset pages on `(updated_at, chat_id)` through the index \
+         `(user_id, is_active, updated_at, chat_id)`; the cursor's key is looked up inside the page query, never counted \
+         as an `OFFSET`."
+        );
     }
-    let _ = writeln!(
-        report,
-        "\nWhy: pages are keyset pages on `(updated_at, chat_id)` through the index \
-         `(user_id, is_active, updated_at, chat_id)`; the cursor is resolved to its key, never counted as an `OFFSET`."
-    );
 
     std::fs::write(&args.out, &report)
         .with_context(|| format!("cannot write {}", args.out.display()))?;

@@ -105,10 +105,7 @@ pub(crate) fn read_statements(backend: DbBackend) -> Vec<(&'static str, Statemen
         .column_as(chat::Column::ChatId.count(), "count");
     vec![
         ("chats first page", list_query("u1", false, None, Order::Desc, 20).build(backend)),
-        (
-            "chats later page",
-            list_query("u1", false, Some("c1"), Order::Desc, 20).build(backend),
-        ),
+        ("chats later page", list_query("u1", false, Some("c1"), Order::Desc, 20).build(backend)),
         (
             "chats later page, inactive too",
             list_query("u1", true, Some("c1"), Order::Asc, 20).build(backend),
