@@ -10,7 +10,7 @@ use sea_orm::{
 };
 
 use crate::page::{Order, Page};
-use crate::sessions::{insert_items, now};
+use crate::sessions::{chat_insert, insert_items, now};
 use crate::{Db, RepoError, RepoResult};
 
 /// A chat with its whole conversation (stored item texts, oldest first).
@@ -128,27 +128,7 @@ impl Chats<'_> {
             i64::try_from(items.len()).map_err(|_| RepoError::Invalid("too many items".into()))?;
         let _writer = self.db.write_guard().await;
         let txn = self.db.connection().begin().await?;
-        let insert = Query::insert()
-            .into_table(chat::Entity)
-            .columns([
-                chat::Column::UserId,
-                chat::Column::ChatId,
-                chat::Column::Title,
-                chat::Column::IsActive,
-                chat::Column::ItemCount,
-                chat::Column::CreatedAt,
-                chat::Column::UpdatedAt,
-            ])
-            .values([
-                user.into(),
-                chat_id.into(),
-                title.clone().into(),
-                true.into(),
-                count.into(),
-                now.into(),
-                now.into(),
-            ])
-            .map_err(|err| RepoError::Invalid(err.to_string()))?
+        let insert = chat_insert(user, chat_id, title.clone(), count, now)?
             .on_conflict(
                 sea_orm::sea_query::OnConflict::columns([
                     chat::Column::UserId,

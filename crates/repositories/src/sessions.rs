@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use entity::{chat, conversation_item, session_idempotency_key};
-use sea_orm::sea_query::{Condition, Expr, ExprTrait, OnConflict, Query};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, InsertStatement, OnConflict, Query};
 use sea_orm::{
     AccessMode, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
     IsolationLevel, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Statement,
@@ -55,6 +55,55 @@ fn of_session(user: &str, session: &str) -> Condition {
 
 fn chat_key(user: &str, session: &str) -> (String, String) {
     (user.to_owned(), session.to_owned())
+}
+
+/// An INSERT of a new `chats` row, active, with `item_count` items, created and updated `now`.
+pub(crate) fn chat_insert(
+    user: &str,
+    chat_id: &str,
+    title: Option<String>,
+    item_count: i64,
+    now: DateTime<Utc>,
+) -> RepoResult<InsertStatement> {
+    Ok(Query::insert()
+        .into_table(chat::Entity)
+        .columns([
+            chat::Column::UserId,
+            chat::Column::ChatId,
+            chat::Column::Title,
+            chat::Column::IsActive,
+            chat::Column::ItemCount,
+            chat::Column::CreatedAt,
+            chat::Column::UpdatedAt,
+        ])
+        .values([
+            user.into(),
+            chat_id.into(),
+            title.into(),
+            true.into(),
+            item_count.into(),
+            now.into(),
+            now.into(),
+        ])
+        .map_err(|err| RepoError::Invalid(err.to_string()))?
+        .to_owned())
+}
+
+/// Sets a chat's `item_count` and moves it to the top of its user's list.
+async fn set_item_count(
+    txn: &impl ConnectionTrait,
+    user: &str,
+    chat_id: &str,
+    item_count: i64,
+) -> RepoResult<()> {
+    chat::Entity::update_many()
+        .col_expr(chat::Column::ItemCount, Expr::value(item_count))
+        .col_expr(chat::Column::UpdatedAt, Expr::value(now()))
+        .filter(chat::Column::UserId.eq(user))
+        .filter(chat::Column::ChatId.eq(chat_id))
+        .exec(txn)
+        .await?;
+    Ok(())
 }
 
 /// Inserts `items` with positions from `first_position` on, in statements of
@@ -253,25 +302,7 @@ impl Sessions<'_> {
 
         // Creates the chat or touches it; either way its row stays locked until commit, and
         // the new count tells where this batch goes.
-        let touch = Query::insert()
-            .into_table(chat::Entity)
-            .columns([
-                chat::Column::UserId,
-                chat::Column::ChatId,
-                chat::Column::IsActive,
-                chat::Column::ItemCount,
-                chat::Column::CreatedAt,
-                chat::Column::UpdatedAt,
-            ])
-            .values([
-                user.into(),
-                session.into(),
-                true.into(),
-                added.into(),
-                now.into(),
-                now.into(),
-            ])
-            .map_err(|err| RepoError::Invalid(err.to_string()))?
+        let touch = chat_insert(user, session, None, added, now)?
             .on_conflict(
                 OnConflict::columns([chat::Column::UserId, chat::Column::ChatId])
                     .value(chat::Column::UpdatedAt, now)
@@ -363,13 +394,7 @@ impl Sessions<'_> {
         conversation_item::Entity::delete_by_id((user.to_owned(), session.to_owned(), newest))
             .exec(&txn)
             .await?;
-        chat::Entity::update_many()
-            .col_expr(chat::Column::ItemCount, Expr::value(newest - 1))
-            .col_expr(chat::Column::UpdatedAt, Expr::value(now()))
-            .filter(chat::Column::UserId.eq(user))
-            .filter(chat::Column::ChatId.eq(session))
-            .exec(&txn)
-            .await?;
+        set_item_count(&txn, user, session, newest - 1).await?;
         txn.commit().await?;
         Ok(Some(item.data))
     }
@@ -387,13 +412,7 @@ impl Sessions<'_> {
             .filter(of_session(user, session))
             .exec(&txn)
             .await?;
-        chat::Entity::update_many()
-            .col_expr(chat::Column::ItemCount, Expr::value(0i64))
-            .col_expr(chat::Column::UpdatedAt, Expr::value(now()))
-            .filter(chat::Column::UserId.eq(user))
-            .filter(chat::Column::ChatId.eq(session))
-            .exec(&txn)
-            .await?;
+        set_item_count(&txn, user, session, 0).await?;
         txn.commit().await?;
         Ok(())
     }
