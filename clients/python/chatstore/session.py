@@ -29,17 +29,11 @@ server's ``code`` and ``message``); failures with no response, after retries, ra
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
 import operator
-import random
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
-from urllib.parse import quote
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import httpx
 from agents.memory.session_settings import (
@@ -48,27 +42,21 @@ from agents.memory.session_settings import (
     resolve_session_limit,
 )
 
-from .errors import ChatstoreConnectionError, ChatstoreError
+from ._http import (
+    DEFAULT_TIMEOUT,
+    TokenSource,
+    json_body,
+    new_client,
+    path_segment,
+    resolve_token,
+    send,
+    settle,
+    unexpected,
+)
 
 __all__ = ["ChatstoreSession", "DEFAULT_TIMEOUT"]
 
-#: Default per-request timeouts: 30 s overall, 10 s to connect.
-DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
-
 _MAX_LIMIT = 2**63 - 1
-_RETRY_STATUSES = frozenset({502, 503, 504})
-# Transport errors that a retry cannot fix.
-_PERMANENT_TRANSPORT_ERRORS = (
-    httpx.UnsupportedProtocol,
-    httpx.LocalProtocolError,
-    httpx.ProxyError,
-)
-_MAX_RETRY_AFTER = 30.0
-_USER_AGENT = "chatstore-python/0.1.0"
-
-_T = TypeVar("_T")
-
-TokenSource = str | Callable[[], str | Awaitable[str]]
 
 
 class ChatstoreSession:
@@ -122,19 +110,16 @@ class ChatstoreSession:
             else SessionSettings()
         )
         self._base_url = base_url.rstrip("/")
-        self._token = token
+        self._token_source = token
         self._max_retries = max_retries
         self._retry_backoff = retry_backoff
         if client is None:
-            self._client = httpx.AsyncClient(timeout=timeout, headers={"User-Agent": _USER_AGENT})
+            self._client = new_client(timeout)
             self._owns_client = True
         else:
             self._client = client
             self._owns_client = False
-        encoded = quote(session_id, safe="")
-        if encoded in (".", ".."):
-            # URL normalisation would drop a "." or ".." path segment; %2E survives it.
-            encoded = encoded.replace(".", "%2E")
+        encoded = path_segment(session_id)
         self._items_url = f"{self._base_url}/sessions/{encoded}/items"
         self._pop_url = f"{self._base_url}/sessions/{encoded}/pop"
 
@@ -169,10 +154,10 @@ class ChatstoreSession:
                 return []
             params = {"limit": min(resolved, _MAX_LIMIT)}
         response = await self._request("GET", self._items_url, params=params, retry=True)
-        body = _json_body(response)
+        body = json_body(response)
         items = body.get("items") if isinstance(body, dict) else None
         if not isinstance(items, list):
-            raise _unexpected(response, 'expected {"items": [...]}')
+            raise unexpected(response, 'expected {"items": [...]}')
         return items
 
     async def add_items(self, items: list[dict[str, Any]]) -> None:
@@ -184,36 +169,29 @@ class ChatstoreSession:
             "Content-Type": "application/json",
             "Idempotency-Key": str(uuid.uuid4()),
         }
-        await _settle(
+        await settle(
             self._request("POST", self._items_url, content=body, headers=headers, retry=True)
         )
 
     async def pop_item(self) -> dict[str, Any] | None:
         """Remove and return the newest item, or ``None`` when the session is empty."""
-        response = await _settle(self._request("POST", self._pop_url, retry=False))
-        body = _json_body(response)
+        response = await settle(self._request("POST", self._pop_url, retry=False))
+        body = json_body(response)
         if not isinstance(body, dict) or "item" not in body:
-            raise _unexpected(response, 'expected {"item": object | null}')
+            raise unexpected(response, 'expected {"item": object | null}')
         item = body["item"]
         if item is not None and not isinstance(item, dict):
-            raise _unexpected(response, "expected the item to be an object or null")
+            raise unexpected(response, "expected the item to be an object or null")
         return item
 
     async def clear_session(self) -> None:
         """Remove every item of this session (an unknown session is fine)."""
-        await _settle(self._request("DELETE", self._items_url, retry=True))
+        await settle(self._request("DELETE", self._items_url, retry=True))
 
     # -- HTTP ------------------------------------------------------------------------------
 
-    async def _authorization(self) -> str:
-        token = self._token
-        if callable(token):
-            token = token()
-            if inspect.isawaitable(token):
-                token = await token
-        if not isinstance(token, str) or not token:
-            raise ValueError("token must be a non-empty string (or return one)")
-        return f"Bearer {token}"
+    async def _token(self) -> str:
+        return await resolve_token(self._token_source)
 
     async def _request(
         self,
@@ -225,42 +203,18 @@ class ChatstoreSession:
         headers: Mapping[str, str] | None = None,
         retry: bool,
     ) -> httpx.Response:
-        attempt = 0
-        while True:
-            request_headers = {"Accept": "application/json"}
-            if headers:
-                request_headers.update(headers)
-            request_headers["Authorization"] = await self._authorization()
-            can_retry = retry and attempt < self._max_retries
-            try:
-                response = await self._client.request(
-                    method, url, params=params, content=content, headers=request_headers
-                )
-            except _PERMANENT_TRANSPORT_ERRORS as exc:
-                raise ChatstoreConnectionError(f"{method} {url} failed: {exc!r}") from exc
-            except httpx.TransportError as exc:
-                if not can_retry:
-                    tries = f" after {attempt + 1} attempts" if attempt else ""
-                    raise ChatstoreConnectionError(
-                        f"{method} {url} failed{tries}: {exc!r}"
-                    ) from exc
-                delay = self._backoff(attempt, None)
-            else:
-                if response.is_success:
-                    return response
-                if not (can_retry and response.status_code in _RETRY_STATUSES):
-                    raise ChatstoreError.from_response(response)
-                delay = self._backoff(attempt, response.headers.get("retry-after"))
-            attempt += 1
-            await asyncio.sleep(delay)
-
-    def _backoff(self, attempt: int, retry_after: str | None) -> float:
-        delay = min(8.0, self._retry_backoff * (2**attempt))
-        delay *= 0.5 + random.random() / 2
-        hinted = _parse_retry_after(retry_after)
-        if hinted is not None:
-            delay = max(delay, min(hinted, _MAX_RETRY_AFTER))
-        return delay
+        return await send(
+            self._client,
+            method,
+            url,
+            token=self._token,
+            retry=retry,
+            max_retries=self._max_retries,
+            retry_backoff=self._retry_backoff,
+            params=params,
+            content=content,
+            headers=headers,
+        )
 
 
 def _encode_items(items: Sequence[Mapping[str, Any]]) -> bytes:
@@ -281,56 +235,3 @@ def _encode_items(items: Sequence[Mapping[str, Any]]) -> bytes:
         raise ValueError(
             "items contain a lone surrogate, which is not valid JSON text for chatstore"
         ) from exc
-
-
-def _json_body(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError as exc:
-        raise _unexpected(response, "the body is not JSON") from exc
-
-
-def _unexpected(response: httpx.Response, what: str) -> ChatstoreError:
-    return ChatstoreError(
-        f"unexpected response from {response.request.method} {response.request.url}: {what}",
-        status_code=response.status_code,
-        request_id=response.headers.get("x-request-id"),
-    )
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-async def _settle(awaitable: Awaitable[_T]) -> _T:
-    """Await a mutation to its real outcome even if the caller is cancelled meanwhile."""
-    task = asyncio.ensure_future(awaitable)
-    cancellation: asyncio.CancelledError | None = None
-    while not task.done():
-        try:
-            await asyncio.wait({task})
-        except asyncio.CancelledError as exc:
-            if cancellation is None:
-                cancellation = exc
-    try:
-        result = task.result()
-    except BaseException:
-        if cancellation is not None:
-            raise cancellation from None
-        raise
-    if cancellation is not None:
-        raise cancellation from None
-    return result

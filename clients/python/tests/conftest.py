@@ -9,6 +9,7 @@ where they fail.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 # Before anything imports the SDK: no tracing exporter (there is no network here).
@@ -87,13 +88,13 @@ def postgres_problem() -> str | None:
     return None
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(
-    request: pytest.FixtureRequest, tmp_path: Path, postgres_problem: str | None
-) -> Iterator[str]:
-    """A fresh, empty database for one test."""
-    if request.param == "sqlite":
-        yield f"sqlite://{tmp_path}/chatstore.db?mode=rwc"
+@contextlib.contextmanager
+def fresh_database(backend: str, directory: Path, postgres_problem: str | None) -> Iterator[str]:
+    """A fresh, empty database on ``backend`` (SQLite in ``directory``, or a new PostgreSQL
+    database dropped afterwards); skips (or, under ``CI=true``, fails) when PostgreSQL is
+    unreachable."""
+    if backend == "sqlite":
+        yield f"sqlite://{directory}/chatstore.db?mode=rwc"
         return
     if postgres_problem is not None:
         reason = f"PostgreSQL at {PG_URL} is unreachable: {postgres_problem}"
@@ -107,10 +108,19 @@ def database_url(
     try:
         yield f"{PG_URL}/{name}"
     finally:
-        # The server fixture depends on this one, so the server has stopped by now.
+        # Callers stop the server before leaving this context.
         dropped = _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         if dropped.returncode != 0:
             raise RuntimeError(f"DROP DATABASE {name} failed: {dropped.stderr.strip()}")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_problem: str | None
+) -> Iterator[str]:
+    """A fresh, empty database for one test."""
+    with fresh_database(request.param, tmp_path, postgres_problem) as url:
+        yield url
 
 
 # -- the server -------------------------------------------------------------------------------
@@ -235,20 +245,20 @@ class Server:
         return body["items"]
 
 
-@pytest.fixture
-def server(
-    chatstore_bin: Path, database_url: str, tmp_path: Path, request: pytest.FixtureRequest
+@contextlib.contextmanager
+def running_server(
+    binary: Path, database_url: str, directory: Path, backend: str
 ) -> Iterator[Server]:
-    """A fresh ``chatstore serve`` on a fresh database, stopped with SIGTERM afterwards."""
-    backend = request.node.callspec.params["database_url"]
+    """``chatstore serve`` on ``database_url`` (its log in ``directory``), stopped with SIGTERM
+    on leaving, which must exit it cleanly."""
     env = {
         **os.environ,
         "APP_ENV": "test",
         "DATABASE_URL": database_url,
         "PORT": "0",
     }
-    srv = Server(chatstore_bin, env, tmp_path / "server.log", backend)
-    srv.start(cwd=tmp_path)
+    srv = Server(binary, env, directory / "server.log", backend)
+    srv.start(cwd=directory)
     try:
         yield srv
     finally:
@@ -257,6 +267,31 @@ def server(
             raise RuntimeError(
                 f"chatstore serve exited with {code} after SIGTERM\n" + srv.log_tail()
             )
+
+
+@pytest.fixture
+def server(
+    chatstore_bin: Path, database_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Server]:
+    """A fresh ``chatstore serve`` on a fresh database, stopped with SIGTERM afterwards."""
+    backend = request.node.callspec.params["database_url"]
+    with running_server(chatstore_bin, database_url, tmp_path, backend) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def module_server(
+    chatstore_bin: Path,
+    postgres_problem: str | None,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> Iterator[Server]:
+    """Like ``server``, but one server (on one fresh database) for all tests of a module that
+    use it, per backend: for read-mostly tests over one shared data set."""
+    directory = tmp_path_factory.mktemp(f"module-{request.param}")
+    with fresh_database(request.param, directory, postgres_problem) as url:
+        with running_server(chatstore_bin, url, directory, request.param) as srv:
+            yield srv
 
 
 @pytest.fixture
@@ -274,3 +309,28 @@ async def make_session(server: Server) -> AsyncIterator[Callable[..., ChatstoreS
     yield make
     for session in sessions:
         await session.aclose()
+
+
+# -- ChatKit ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def make_chatkit_store(server: Server) -> AsyncIterator[Callable[..., Any]]:
+    """``make_chatkit_store(**kwargs)``: a ``ChatstoreStore`` on ``server`` whose requests run
+    as the user named by the context's ``user`` attribute (``token_for``) unless ``token=`` or
+    ``token_for=`` is given. Every store is closed afterwards."""
+    from chatstore import ChatstoreStore
+
+    stores: list[Any] = []
+
+    def make(**kwargs: Any) -> Any:
+        kwargs.setdefault("base_url", server.url)
+        if "token" not in kwargs and "token_for" not in kwargs:
+            kwargs["token_for"] = lambda context: server.token(context.user)
+        store = ChatstoreStore(**kwargs)
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        await store.aclose()
