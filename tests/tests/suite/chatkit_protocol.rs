@@ -235,7 +235,50 @@ async fn unanswerable_and_malformed_requests_are_400s(backend: Backend) {
     .await;
 }
 
+/// The wire form drops null fields but keeps nulls inside free-form values, and every digit.
+async fn free_form_values_and_big_numbers_survive_the_wire_form(backend: Backend) {
+    with_app(backend, async |app| {
+        seed(app, "alice", "thr_1", 0).await;
+        let call = r#"{"id":"tc_1","thread_id":"thr_1","created_at":"2025-10-06T12:00:00","type":"client_tool_call",
+            "status":"completed","call_id":"c1","name":"f","arguments":{"a":null,"big":18446744073709551617,"neg":-9223372036854775809,"l":[null,1.50]},
+            "output":{"x":null}}"#;
+        app.db.chatkit().add_thread_item("thr_1", call, "alice").await.unwrap();
+        let answer = chatkit(app, "alice", json!({"type": "items.list", "params": {"thread_id": "thr_1"}})).await;
+        assert!(answer.text.contains(r#""big":18446744073709551617"#), "{}", answer.text);
+        assert!(answer.text.contains(r#""neg":-9223372036854775809"#), "{}", answer.text);
+        assert!(answer.text.contains(r#""arguments":{"a":null"#), "{}", answer.text);
+        assert!(answer.text.contains(r#""output":{"x":null}"#), "{}", answer.text);
+        // An empty cursor is no cursor.
+        let first = chatkit(app, "alice", json!({"type": "items.list", "params": {"thread_id": "thr_1", "after": ""}})).await;
+        assert_eq!(first.json()["data"][0]["id"], "tc_1");
+    })
+    .await;
+}
+
+/// Behind a proxy, upload and preview URLs use the address the client used.
+async fn attachment_urls_follow_forwarded_headers(backend: Backend) {
+    with_app(backend, async |app| {
+        let answer = Answer::read(
+            app.request(reqwest::Method::POST, "/chatkit", "alice")
+                .header("content-type", "application/json")
+                .header("x-forwarded-proto", "https")
+                .header("x-forwarded-host", "chat.example.com")
+                .body(json!({"type": "attachments.create", "params": {"name": "a.png", "size": 1, "mime_type": "image/png"}}).to_string())
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        let body = answer.json();
+        assert!(body["upload_descriptor"]["url"].as_str().unwrap().starts_with("https://chat.example.com/attachments/"), "{body}");
+        assert!(body["preview_url"].as_str().unwrap().starts_with("https://chat.example.com/attachments/"), "{body}");
+    })
+    .await;
+}
+
 dual_backend_tests!(
+    free_form_values_and_big_numbers_survive_the_wire_form,
+    attachment_urls_follow_forwarded_headers,
     get_by_id_returns_the_thread_with_its_oldest_visible_items,
     lists_page_threads_and_items,
     update_delete_and_feedback_change_the_store,

@@ -88,7 +88,42 @@ async fn bad_query_strings_and_ids_are_rejected(backend: Backend) {
     .await;
 }
 
+/// A request refused before its body was read cannot leave its connection reusable; the server
+/// says `Connection: close` so clients do not send the next request into it.
+async fn refusals_before_the_body_close_the_connection(backend: Backend) {
+    with_app_configured(
+        backend,
+        |_| {},
+        async |app| {
+            let refused = app
+                .client
+                .post(app.url("/sessions/s/items"))
+                .header("content-type", "application/json")
+                .body("{\"items\":[{}]}")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(refused.status(), 401);
+            assert_eq!(
+                refused.headers().get("connection").and_then(|v| v.to_str().ok()),
+                Some("close")
+            );
+            let accepted = app.post("/sessions/s/items", "alice", "{\"items\":[{}]}").await;
+            assert_eq!(accepted.status, 200);
+            assert_eq!(
+                accepted.header("connection"),
+                None,
+                "successful requests keep the connection"
+            );
+            // And the client's next request on the pool still works.
+            assert_eq!(app.post("/sessions/s/pop", "alice", "").await.status, 200);
+        },
+    )
+    .await;
+}
+
 dual_backend_tests!(
+    refusals_before_the_body_close_the_connection,
     malformed_bodies_are_rejected_with_error_json,
     bad_query_strings_and_ids_are_rejected
 );

@@ -79,6 +79,11 @@ struct AttachmentId {
     attachment_id: String,
 }
 
+/// A cursor, where an empty one means none (the SDK's stores test `if after:`).
+fn cursor(after: Option<&str>) -> Option<&str> {
+    after.filter(|after| !after.is_empty())
+}
+
 fn params<T: serde::de::DeserializeOwned>(kind: &str, params: Value) -> ApiResult<T> {
     serde_json::from_value(params)
         .map_err(|err| ApiError::invalid(format!("bad params for {kind}: {err}")))
@@ -132,7 +137,7 @@ pub(crate) async fn process(
             let page = store
                 .load_threads(
                     page_limit(list.limit)?,
-                    list.after.as_deref(),
+                    cursor(list.after.as_deref()),
                     order(list.order.as_deref(), SortOrder::Desc)?,
                     user,
                 )
@@ -152,7 +157,7 @@ pub(crate) async fn process(
             let page = store
                 .load_thread_items(
                     &thread_id,
-                    list.after.as_deref(),
+                    cursor(list.after.as_deref()),
                     page_limit(list.limit)?,
                     order(list.order.as_deref(), SortOrder::Desc)?,
                     user,

@@ -14,13 +14,24 @@ pub(crate) fn is_hidden(item: &Value) -> bool {
     item.get("type").and_then(Value::as_str).is_some_and(|kind| HIDDEN_ITEM_TYPES.contains(&kind))
 }
 
-/// Drops every `null`, at every depth (pydantic's `exclude_none`).
+/// Fields whose values are free-form JSON (`dict` or `Any` in `chatkit.types`: a client tool
+/// call's `arguments` and `output`, a tag's or an entity source's `data`), not models.
+const FREE_FORM_FIELDS: [&str; 3] = ["arguments", "output", "data"];
+
+/// Drops `null` model fields at every depth, as pydantic's `exclude_none` does. Nulls inside
+/// free-form values are data, not unset fields, so they stay.
 pub(crate) fn drop_nulls(value: Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(
             map.into_iter()
                 .filter(|(_, value)| !value.is_null())
-                .map(|(key, value)| (key, drop_nulls(value)))
+                .map(|(key, value)| {
+                    if FREE_FORM_FIELDS.contains(&key.as_str()) {
+                        (key, value)
+                    } else {
+                        (key, drop_nulls(value))
+                    }
+                })
                 .collect(),
         ),
         Value::Array(items) => Value::Array(items.into_iter().map(drop_nulls).collect()),
@@ -86,9 +97,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nulls_go_at_every_depth_and_empty_containers_stay() {
+    fn null_fields_go_at_every_depth_and_empty_containers_stay() {
         let stored = json!({"a": null, "b": [{"c": null, "d": 1}, null], "e": {}, "f": []});
         assert_eq!(drop_nulls(stored), json!({"b": [{"d": 1}, null], "e": {}, "f": []}));
+    }
+
+    #[test]
+    fn nulls_inside_free_form_values_are_data_and_stay() {
+        let stored = json!({"type": "client_tool_call", "arguments": {"a": null, "l": [null, {"b": null}]},
+            "output": {"x": null}, "content": [{"type": "input_tag", "data": {"k": null}, "group": null}],
+            "nothing": {"output": null}});
+        assert_eq!(
+            drop_nulls(stored),
+            json!({"type": "client_tool_call", "arguments": {"a": null, "l": [null, {"b": null}]},
+                "output": {"x": null}, "content": [{"type": "input_tag", "data": {"k": null}}], "nothing": {}})
+        );
     }
 
     #[test]

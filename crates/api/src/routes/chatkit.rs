@@ -20,6 +20,22 @@ use crate::state::AppState;
 )]
 pub(crate) struct Doc;
 
+/// Where the client reached us: a proxy's `X-Forwarded-Proto`/`X-Forwarded-Host`, else
+/// `http://` and `Host`. (`server.public_url`, when set, wins over both.)
+fn request_origin(headers: &HeaderMap) -> Origin {
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(',').next())
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+    };
+    let scheme = first("x-forwarded-proto").unwrap_or("http");
+    let host = first("x-forwarded-host").or_else(|| first("host")).unwrap_or("localhost");
+    Origin(format!("{scheme}://{host}"))
+}
+
 pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/chatkit", post(chatkit_request))
 }
@@ -69,13 +85,7 @@ pub(crate) async fn chatkit_request(
     })?;
     let origin = match &state.settings.server.public_url {
         Some(url) if !url.is_empty() => Origin(url.clone()),
-        _ => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or("localhost");
-            Origin(format!("http://{host}"))
-        }
+        _ => request_origin(&headers),
     };
     Ok(Json(chatkit::process(&state, &user, &origin, &body).await?))
 }
