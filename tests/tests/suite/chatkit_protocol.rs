@@ -125,6 +125,11 @@ async fn update_delete_and_feedback_change_the_store(backend: Backend) {
         let feedback = app.db.feedback().of_thread("alice", "thr_1").await.unwrap();
         let kinds: Vec<_> = feedback.iter().map(|f| (f.item_id.as_str(), f.kind.as_str())).collect();
         assert_eq!(kinds, [("msg_00", "positive"), ("msg_01", "negative")]);
+        // Readable back over HTTP, by its owner only.
+        let listed = app.get("/threads/thr_1/feedback", "alice").await.json();
+        let kinds: Vec<_> = listed["data"].as_array().unwrap().iter().map(|f| (f["item_id"].clone(), f["kind"].clone())).collect();
+        assert_eq!(kinds, [(json!("msg_00"), json!("positive")), (json!("msg_01"), json!("negative"))]);
+        app.get("/threads/thr_1/feedback", "bob").await.assert_error(404, "not_found");
         chatkit(app, "bob", json!({"type": "items.feedback", "params": {"thread_id": "thr_1", "item_ids": ["msg_00"], "kind": "negative"}})).await.assert_error(404, "not_found");
         chatkit(app, "alice", json!({"type": "items.feedback", "params": {"thread_id": "thr_1", "item_ids": ["msg_00"], "kind": "meh"}})).await.assert_error(400, "invalid_request");
         assert_eq!(app.db.feedback().of_thread("alice", "thr_1").await.unwrap().len(), 2);

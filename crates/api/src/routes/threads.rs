@@ -33,6 +33,7 @@ const MAX_LIMIT: i64 = 100;
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(
+        list_feedback,
         list_threads,
         put_thread,
         get_thread,
@@ -71,6 +72,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/threads", get(list_threads))
         .route("/threads/{thread_id}", get(get_thread).put(put_thread).delete(delete_thread))
         .route("/threads/{thread_id}/items", get(list_items).post(add_item))
+        .route("/threads/{thread_id}/feedback", get(list_feedback))
         .route(
             "/threads/{thread_id}/items/{item_id}",
             get(get_item).put(put_item).delete(delete_item),
@@ -542,4 +544,52 @@ fn same_id(what: &str, body_id: &str, path_id: &str) -> ApiResult<()> {
 /// A JSON response whose body is `text` as is.
 fn json_text(status: StatusCode, text: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], text).into_response()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Feedback
+// ---------------------------------------------------------------------------------------------
+
+/// Feedback recorded by `items.feedback` on one item.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub(crate) struct ItemFeedback {
+    item_id: String,
+    /// `positive` or `negative`.
+    kind: String,
+    /// When it was last given (RFC 3339, UTC).
+    updated_at: String,
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub(crate) struct FeedbackList {
+    data: Vec<ItemFeedback>,
+}
+
+/// The feedback the user gave (through `items.feedback`) on the thread's items.
+#[utoipa::path(get, path = "/threads/{thread_id}/feedback", tag = "chatkit-store",
+    params(("thread_id" = String, Path, description = "The thread id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The feedback, by item id", body = FeedbackList),
+        (status = 400, description = "Bad thread id", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such thread (of yours)", body = ErrorBody),
+    ))]
+pub(crate) async fn list_feedback(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(thread_id): Path<String>,
+) -> ApiResult<crate::extract::Json<FeedbackList>> {
+    validate_id("thread_id", &thread_id)?;
+    store(&state).load_thread(&thread_id, &user).await?;
+    let feedback = state.db.feedback().of_thread(&user, &thread_id).await?;
+    let data = feedback
+        .into_iter()
+        .map(|row| ItemFeedback {
+            item_id: row.item_id,
+            kind: row.kind,
+            updated_at: row.updated_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        })
+        .collect();
+    Ok(crate::extract::Json(FeedbackList { data }))
 }
