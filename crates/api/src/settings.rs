@@ -87,6 +87,8 @@ pub struct ServerSettings {
     pub port: u16,
     /// Largest JSON request body, in bytes.
     pub body_limit_bytes: usize,
+    /// How long a streamed read waits for its client to take the next page.
+    pub stalled_read_timeout_secs: u64,
     /// How long shutdown waits for in-flight requests before giving up.
     pub shutdown_timeout_secs: u64,
     /// The URL clients reach the server at; `None`: `http://` and the request's Host.

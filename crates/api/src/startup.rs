@@ -59,7 +59,11 @@ impl Application {
         let idempotency = settings.idempotency.clone();
         let urls =
             UrlSigner::new(settings.attachments.url_signing_secret(), settings.auth.secret());
+        let full_reads = Arc::new(tokio::sync::Semaphore::new(
+            (settings.database.max_connections as usize / 4).max(1),
+        ));
         let state = AppState {
+            full_reads,
             urls,
             db: db.clone(),
             settings: Arc::new(settings),

@@ -16,4 +16,6 @@ pub struct AppState {
     pub verifier: TokenVerifier,
     pub metrics: Arc<Metrics>,
     pub urls: UrlSigner,
+    /// Permits for streamed full-history reads, each of which holds a pooled connection.
+    pub full_reads: Arc<tokio::sync::Semaphore>,
 }

@@ -31,7 +31,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use entity::{chatkit_attachment, chatkit_attachment_content, chatkit_item, chatkit_thread};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
@@ -324,11 +324,27 @@ fn column_text(text: String) -> String {
 
 fn parse_created_at(what: &str, value: Option<serde_json::Value>) -> RepoResult<DateTime<Utc>> {
     let text = stored::required_string(what, "created_at", value).map_err(invalid)?;
-    parse_iso_timestamp(&text).map_err(|reason| {
+    let at = parse_iso_timestamp(&text).map_err(|reason| {
         invalid(format!(
             "the {what}'s `created_at` ({text:?}) is not an ISO 8601 timestamp: {reason}"
         ))
-    })
+    })?;
+    // Python's datetime stops there too; and outside it, the text SQLite compares would sort
+    // wrongly (a fifth year digit, or year 0).
+    if !(1..=9999).contains(&at.year()) {
+        return Err(invalid(format!(
+            "the {what}'s `created_at` ({text:?}) is outside years 1 to 9999 in UTC"
+        )));
+    }
+    Ok(at)
+}
+
+/// The whole text must be JSON that parses, not only the fields read out of it: a lone
+/// surrogate escape deep inside would otherwise break every later read that parses it.
+fn check_well_formed(what: &str, json: &str) -> RepoResult<()> {
+    serde_json::from_str::<serde_json::Value>(json)
+        .map(drop)
+        .map_err(|err| invalid(format!("the {what} is not valid JSON: {err}")))
 }
 
 impl StoredThread {
@@ -337,6 +353,7 @@ impl StoredThread {
     /// dropped from the text; every other byte is kept.
     pub fn parse(json: &str) -> RepoResult<Self> {
         let json = trim_json(json);
+        check_well_formed("thread", json)?;
         let fields = stored::fields("thread", json).map_err(invalid)?;
         let id = stored::required_string("thread", "id", fields.id).map_err(invalid)?;
         check_id("the thread's `id`", &id)?;
@@ -355,6 +372,7 @@ impl StoredItem {
     /// `thread_id` that, when given, is `thread_id`.
     pub fn parse(thread_id: &str, json: &str) -> RepoResult<Self> {
         let json = trim_json(json);
+        check_well_formed("item", json)?;
         let fields = stored::fields("item", json).map_err(invalid)?;
         let id = stored::required_string("item", "id", fields.id).map_err(invalid)?;
         check_id("the item's `id`", &id)?;
@@ -384,6 +402,7 @@ impl StoredAttachment {
     /// `mime_type`, and a `thread_id` that is a string, `null` or absent.
     pub fn parse(json: &str) -> RepoResult<Self> {
         let json = trim_json(json);
+        check_well_formed("attachment", json)?;
         let fields = stored::fields("attachment", json).map_err(invalid)?;
         let id = stored::required_string("attachment", "id", fields.id).map_err(invalid)?;
         check_id("the attachment's `id`", &id)?;
@@ -968,16 +987,14 @@ impl Store for DbStore {
     async fn delete_thread(&self, thread_id: &str, user: &str) -> RepoResult<()> {
         check_ids(&[("thread id", thread_id), ("user id", user)])?;
         let _writer = self.db.write_guard().await;
-        let txn = self.db.connection().begin().await?;
-        // The foreign key cascades too (and on to item feedback); deleting the items first
-        // does not depend on it.
-        chatkit_item::Entity::delete_many().filter(thread_of(user, thread_id)).exec(&txn).await?;
+        // One statement: the thread row first, then its items and their feedback through the
+        // foreign keys' cascade. Item writers lock the thread row before their item, so both
+        // take their locks in the same order and cannot deadlock.
         chatkit_thread::Entity::delete_many()
             .filter(chatkit_thread::Column::UserId.eq(user))
             .filter(chatkit_thread::Column::ThreadId.eq(thread_id))
-            .exec(&txn)
+            .exec(self.db.connection())
             .await?;
-        txn.commit().await?;
         Ok(())
     }
 

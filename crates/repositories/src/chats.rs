@@ -77,6 +77,11 @@ fn list_query(
             .and_where(Expr::col((cursor_alias(), chat::Column::UserId)).eq(user))
             .and_where(Expr::col((cursor_alias(), chat::Column::ChatId)).eq(after))
             .to_owned();
+        // The cursor must be an element of this list: no inactive chat in the active list.
+        let mut cursor = cursor;
+        if !include_inactive {
+            cursor.and_where(Expr::col((cursor_alias(), chat::Column::IsActive)).eq(true));
+        }
         let bound = Expr::SubQuery(None, Box::new(cursor.into()));
         query = query.filter(match order {
             Order::Desc => position.lt(bound),

@@ -51,7 +51,8 @@ fn is_unavailable(err: &DbErr) -> bool {
     }
 }
 
-/// PostgreSQL SQLSTATEs of a lost or refused connection, and SQLite's "busy"/"locked".
+/// PostgreSQL SQLSTATEs of a lost or refused connection or of a transaction the server gave
+/// up on (a retry succeeds), and SQLite's "busy"/"locked".
 fn is_transient_code(code: &str) -> bool {
     code.starts_with("08") // connection_exception
         || matches!(
@@ -61,6 +62,8 @@ fn is_transient_code(code: &str) -> bool {
             | "57P03" // cannot_connect_now (starting up, e.g. a waking serverless database)
             | "53300" // too_many_connections
             | "3D000" // invalid_catalog_name: the database is gone
+            | "40001" // serialization_failure: retrying succeeds
+            | "40P01" // deadlock_detected: one side was rolled back; retrying succeeds
             | "5" // SQLITE_BUSY
             | "6" // SQLITE_LOCKED
             | "517" // SQLITE_BUSY_SNAPSHOT

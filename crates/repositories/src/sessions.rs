@@ -360,6 +360,7 @@ impl Sessions<'_> {
     /// Forgets idempotency keys recorded before `cutoff`; returns how many. A retry later than
     /// that is treated as a new batch.
     pub async fn prune_idempotency_keys(&self, cutoff: DateTime<Utc>) -> RepoResult<u64> {
+        let _writer = self.db.write_guard().await;
         let deleted = session_idempotency_key::Entity::delete_many()
             .filter(session_idempotency_key::Column::CreatedAt.lt(cutoff))
             .exec(self.db.connection())

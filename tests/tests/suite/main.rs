@@ -13,4 +13,5 @@ mod errors;
 mod migrations;
 mod operations;
 mod plans;
+mod review;
 mod sessions;

@@ -5,8 +5,7 @@
 //! browser uploading a file or showing an image sends no token.
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -70,7 +69,9 @@ fn caller(
             })
         })
         .transpose()?;
-    state.verifier.verify_header(authorization)
+    let user = state.verifier.verify_header(authorization)?;
+    validate_id("the token's sub", &user).map_err(|err| ApiError::Unauthorized(err.to_string()))?;
+    Ok(user)
 }
 
 /// `image/png; charset=x` → `image/png`
@@ -95,18 +96,19 @@ pub(crate) async fn upload_content(
     Path(attachment_id): Path<String>,
     Query(signed): Query<SignedQuery>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> ApiResult<StatusCode> {
+    // Who is asking comes before reading up to max_bytes of what they send.
     let user = caller(&state, &headers, &signed, Access::Upload, &attachment_id)?;
     validate_id("attachment_id", &attachment_id)?;
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(format!(
-                "attachments are limited to {} bytes",
-                state.settings.attachments.max_bytes
-            ))
+    let max_bytes = state.settings.attachments.max_bytes;
+    let body = axum::body::to_bytes(body, max_bytes).await.map_err(|err| {
+        if std::error::Error::source(&err)
+            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>())
+        {
+            ApiError::PayloadTooLarge(format!("attachments are limited to {max_bytes} bytes"))
         } else {
-            ApiError::invalid(format!("unreadable body: {}", rejection.body_text()))
+            ApiError::invalid(format!("unreadable body: {err}"))
         }
     })?;
     let contents = state.db.attachment_contents();

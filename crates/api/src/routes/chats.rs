@@ -224,6 +224,9 @@ pub(crate) async fn list_chats(
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<ChatPage>> {
     let limit = page_limit(query.limit)?;
+    if let Some(after) = &query.after {
+        validate_id("after", after)?;
+    }
     let order = match query.order.unwrap_or(ListOrder::Desc) {
         ListOrder::Asc => Order::Asc,
         ListOrder::Desc => Order::Desc,

@@ -3,13 +3,18 @@
 //! Items are JSON objects kept as the exact text the client sent: they are checked to be
 //! objects, never re-encoded, and written back out byte for byte.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
+use std::time::Duration;
+
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use repositories::{Db, IdempotencyKey, SessionReader};
+use repositories::IdempotencyKey;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -96,7 +101,7 @@ pub(crate) async fn get_items(
             let items = state.db.sessions().latest_items(&user, &session, limit).await?;
             Ok(items_body(items.iter().map(String::as_str)))
         }
-        None => stream_all_items(state.db, user, session).await,
+        None => stream_all_items(state, user, session).await,
     }
 }
 
@@ -213,56 +218,94 @@ fn items_body<'a>(items: impl Iterator<Item = &'a str>) -> Response {
 /// Every item. A history of one page is read in one statement; a longer one is streamed page
 /// by page from one snapshot, so memory stays bounded by a page however long the history is,
 /// and the list read is one list even while others write.
-async fn stream_all_items(db: Db, user: String, session: String) -> ApiResult<Response> {
-    let first = db.sessions().items_after(&user, &session, 0, FULL_READ_PAGE + 1).await?;
+///
+/// A streamed read holds a pooled connection, so it must not outlive its client's interest:
+/// a task produces the pages, and a client that takes longer than
+/// `server.stalled_read_timeout_secs` to take one
+/// loses the read (its connection is closed on an incomplete body). At most a quarter of the
+/// pool serves such reads at once.
+async fn stream_all_items(state: AppState, user: String, session: String) -> ApiResult<Response> {
+    let sessions = state.db.sessions();
+    let first = sessions.items_after(&user, &session, 0, FULL_READ_PAGE + 1).await?;
     if (first.len() as u64) <= FULL_READ_PAGE {
         return Ok(items_body(first.iter().map(|(_, item)| item.as_str())));
     }
 
+    let wait = Duration::from_secs(state.settings.database.acquire_timeout_secs);
+    let permit = tokio::time::timeout(wait, state.full_reads.clone().acquire_owned())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            ApiError::Unavailable(anyhow::anyhow!("too many full-history reads in progress"))
+        })?;
     // Opening the snapshot and reading its first page happen before answering, so an
-    // unreachable database is still a clean 503; a failure after that can only cut the body
-    // short, which the client detects as malformed JSON.
-    let mut reader = db.sessions().reader(&user, &session).await?;
-    let page = reader.next_page(FULL_READ_PAGE).await?;
-    struct Cursor {
-        reader: Option<SessionReader>,
-        page: Option<Vec<String>>,
-        wrote_any: bool,
-    }
-    let cursor = Cursor { reader: Some(reader), page: Some(page), wrote_any: false };
-    let stream = futures::stream::unfold(cursor, |mut cursor| async move {
-        let reader = cursor.reader.as_mut()?;
-        let page = match cursor.page.take() {
-            Some(page) => page,
-            None => match reader.next_page(FULL_READ_PAGE).await {
-                Ok(page) => page,
-                Err(err) => {
-                    tracing::error!(error = %err, "a streamed session read failed");
-                    cursor.reader = None;
-                    return Some((Err(std::io::Error::other("session read failed")), cursor));
+    // unreachable database is still a clean 503.
+    let mut reader = sessions.reader(&user, &session).await?;
+    let first_page = reader.next_page(FULL_READ_PAGE).await?;
+
+    let stalled_read = Duration::from_secs(state.settings.server.stalled_read_timeout_secs);
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let completed = Arc::new(AtomicBool::new(false));
+    let producer_completed = completed.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let mut page = Some(first_page);
+        let mut wrote_any = false;
+        loop {
+            let items = match page.take() {
+                Some(items) => items,
+                None => match reader.next_page(FULL_READ_PAGE).await {
+                    Ok(items) => items,
+                    Err(err) => {
+                        tracing::error!(error = %err, "a streamed session read failed");
+                        return;
+                    }
+                },
+            };
+            let last = (items.len() as u64) < FULL_READ_PAGE;
+            let mut chunk = String::new();
+            if !wrote_any {
+                chunk.push_str("{\"items\":[");
+            }
+            for item in &items {
+                if wrote_any {
+                    chunk.push(',');
                 }
-            },
-        };
-        let mut chunk = String::new();
-        if !cursor.wrote_any {
-            chunk.push_str("{\"items\":[");
-        }
-        for item in &page {
-            if cursor.wrote_any {
-                chunk.push(',');
+                chunk.push_str(item);
+                wrote_any = true;
             }
-            chunk.push_str(item);
-            cursor.wrote_any = true;
-        }
-        if (page.len() as u64) < FULL_READ_PAGE {
-            chunk.push_str("]}");
-            if let Some(reader) = cursor.reader.take()
-                && let Err(err) = reader.finish().await
-            {
-                tracing::warn!(error = %err, "ending a session read snapshot failed");
+            if last {
+                chunk.push_str("]}");
+            }
+            match tokio::time::timeout(stalled_read, sender.send(Bytes::from(chunk))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return, // the client went away
+                Err(_) => {
+                    tracing::warn!("a client stopped reading a session; ending its read");
+                    return;
+                }
+            }
+            if last {
+                producer_completed.store(true, Ordering::Release);
+                if let Err(err) = reader.finish().await {
+                    tracing::warn!(error = %err, "ending a session read snapshot failed");
+                }
+                return;
             }
         }
-        Some((Ok(Bytes::from(chunk)), cursor))
     });
-    Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(stream)).into_response())
+    // The body ends cleanly only when the producer finished; otherwise it ends in an error,
+    // so the client sees a cut-off read rather than a short list.
+    let mut failed = false;
+    let body = futures::stream::poll_fn(move |cx| match receiver.poll_recv(cx) {
+        Poll::Ready(Some(chunk)) => Poll::Ready(Some(Ok(chunk))),
+        Poll::Ready(None) if !failed && !completed.load(Ordering::Acquire) => {
+            failed = true;
+            Poll::Ready(Some(Err(std::io::Error::other("the session read ended early"))))
+        }
+        Poll::Ready(None) => Poll::Ready(None),
+        Poll::Pending => Poll::Pending,
+    });
+    Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(body)).into_response())
 }
