@@ -10,7 +10,7 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -181,3 +181,30 @@ async def settle(awaitable: Awaitable[_T]) -> _T:
     if cancellation is not None:
         raise cancellation from None
     return result
+
+
+class OwnedClient:
+    """The HTTP client of a chatstore client object: made here (and then closed by ``aclose``)
+    or passed in (and then left open for its owner)."""
+
+    _client: httpx.AsyncClient
+    _owns_client: bool
+
+    def _use_client(self, client: httpx.AsyncClient | None, timeout: Any) -> None:
+        if client is None:
+            self._client = new_client(timeout)
+            self._owns_client = True
+        else:
+            self._client = client
+            self._owns_client = False
+
+    async def aclose(self) -> None:
+        """Close the HTTP client this object created (a client passed in stays open)."""
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -49,13 +49,12 @@ from chatkit.types import (
     ThreadMetadata,
 )
 from pydantic import TypeAdapter
-from typing_extensions import Self
 
 from ._http import (
     DEFAULT_TIMEOUT,
+    OwnedClient,
     TokenSource,
     call_token,
-    new_client,
     path_segment,
     resolve_token,
     send,
@@ -111,7 +110,7 @@ def _is_not_found(error: ChatstoreError) -> bool:
     return error.status_code == 404
 
 
-class _ChatstoreClient:
+class _ChatstoreClient(OwnedClient):
     """Connection, identity and retry settings shared by the store classes."""
 
     def __init__(
@@ -139,12 +138,7 @@ class _ChatstoreClient:
         self._max_retries = max_retries
         self._retry_backoff = retry_backoff
         self._timeout = timeout
-        if client is None:
-            self._client = new_client(timeout)
-            self._owns_client = True
-        else:
-            self._client = client
-            self._owns_client = False
+        self._use_client(client, timeout)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self._base_url!r})"
@@ -154,17 +148,6 @@ class _ChatstoreClient:
         return self._base_url
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    async def aclose(self) -> None:
-        """Close the HTTP client this object created (a client passed in stays open)."""
-        if self._owns_client:
-            await self._client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     # -- HTTP ------------------------------------------------------------------------------
 

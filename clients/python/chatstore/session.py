@@ -43,10 +43,10 @@ from agents.memory.session_settings import (
 )
 
 from ._http import (
+    OwnedClient,
     DEFAULT_TIMEOUT,
     TokenSource,
     json_body,
-    new_client,
     path_segment,
     resolve_token,
     send,
@@ -59,7 +59,7 @@ __all__ = ["ChatstoreSession", "DEFAULT_TIMEOUT"]
 _MAX_LIMIT = 2**63 - 1
 
 
-class ChatstoreSession:
+class ChatstoreSession(OwnedClient):
     """Agent session memory stored in chatstore, one conversation per ``session_id``.
 
     Args:
@@ -113,12 +113,7 @@ class ChatstoreSession:
         self._token_source = token
         self._max_retries = max_retries
         self._retry_backoff = retry_backoff
-        if client is None:
-            self._client = new_client(timeout)
-            self._owns_client = True
-        else:
-            self._client = client
-            self._owns_client = False
+        self._use_client(client, timeout)
         encoded = path_segment(session_id)
         self._items_url = f"{self._base_url}/sessions/{encoded}/items"
         self._pop_url = f"{self._base_url}/sessions/{encoded}/pop"
@@ -127,17 +122,6 @@ class ChatstoreSession:
         return f"ChatstoreSession(session_id={self.session_id!r}, base_url={self._base_url!r})"
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    async def aclose(self) -> None:
-        """Close the HTTP client this session created (a client passed in stays open)."""
-        if self._owns_client:
-            await self._client.aclose()
-
-    async def __aenter__(self) -> ChatstoreSession:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     # -- the Session protocol --------------------------------------------------------------
 

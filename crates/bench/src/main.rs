@@ -98,11 +98,15 @@ async fn load_session(
     Ok(())
 }
 
-/// `GET /sessions/{id}/items?limit=50` on a 100-item and on a 100,000-item session.
-async fn history_independence(
+/// Loads a fresh database on `backend` with `load`, then times GETs of the two paths it
+/// returns in interleaved rounds, so drift on a shared machine hits both alike, and writes
+/// their comparison as a table row.
+async fn compare_paths(
     backend: Backend,
     args: &Args,
+    requests: usize,
     report: &mut String,
+    load: impl AsyncFnOnce(&TestApp) -> anyhow::Result<(String, String)>,
 ) -> anyhow::Result<()> {
     let database = TestDatabase::create(backend).await.context("no PostgreSQL to benchmark")?;
     let outcome = async {
@@ -110,27 +114,38 @@ async fn history_independence(
             settings.database.max_connections = 16;
         })
         .await;
-        load_session(&app, "bench", "short", 100).await?;
-        load_session(&app, "bench", "long", 100_000).await?;
-        let (mut short, mut long) = (Series::default(), Series::default());
-        // Warm-up, then interleaved rounds so drift on a shared machine hits both alike.
-        time_gets(&app, "/sessions/short/items?limit=50", "bench", 50, &mut Series::default())
-            .await?;
-        time_gets(&app, "/sessions/long/items?limit=50", "bench", 50, &mut Series::default())
-            .await?;
+        let (base_path, other_path) = load(&app).await?;
+        let (mut base, mut other) = (Series::default(), Series::default());
+        time_gets(&app, &base_path, "bench", 20, &mut Series::default()).await?;
+        time_gets(&app, &other_path, "bench", 20, &mut Series::default()).await?;
         for _ in 0..args.rounds {
-            time_gets(&app, "/sessions/short/items?limit=50", "bench", args.requests, &mut short)
-                .await?;
-            time_gets(&app, "/sessions/long/items?limit=50", "bench", args.requests, &mut long)
-                .await?;
+            time_gets(&app, &base_path, "bench", requests, &mut base).await?;
+            time_gets(&app, &other_path, "bench", requests, &mut other).await?;
         }
         app.stop().await?;
-        write_row(report, backend, &short, &long);
+        write_row(report, backend, &base, &other);
         anyhow::Ok(())
     }
     .await;
     database.drop_database().await;
     outcome
+}
+
+/// `GET /sessions/{id}/items?limit=50` on a 100-item and on a 100,000-item session.
+async fn history_independence(
+    backend: Backend,
+    args: &Args,
+    report: &mut String,
+) -> anyhow::Result<()> {
+    compare_paths(backend, args, args.requests, report, async |app| {
+        load_session(app, "bench", "short", 100).await?;
+        load_session(app, "bench", "long", 100_000).await?;
+        Ok((
+            "/sessions/short/items?limit=50".to_owned(),
+            "/sessions/long/items?limit=50".to_owned(),
+        ))
+    })
+    .await
 }
 
 /// `GET /chats?limit=100` for page 1 and for page 100 of a user's 10,000 chats.
@@ -139,12 +154,7 @@ async fn chat_paging_depth(
     args: &Args,
     report: &mut String,
 ) -> anyhow::Result<()> {
-    let database = TestDatabase::create(backend).await.context("no PostgreSQL to benchmark")?;
-    let outcome = async {
-        let mut app = TestApp::spawn(&database, |settings| {
-            settings.database.max_connections = 16;
-        })
-        .await;
+    compare_paths(backend, args, args.requests / 4, report, async |app| {
         for n in 0..10_000 {
             app.db.chats().create("bench", &format!("chat-{n:05}"), None, &[]).await?;
         }
@@ -158,35 +168,14 @@ async fn chat_paging_depth(
         // Walk to page 100 once to learn its cursor.
         let mut after = String::new();
         for _ in 0..99 {
-            let page = app
-                .db
-                .chats()
-                .list(
-                    "bench",
-                    false,
-                    (!after.is_empty()).then_some(after.as_str()),
-                    repositories::Order::Desc,
-                    100,
-                )
-                .await?;
+            let cursor = (!after.is_empty()).then_some(after.as_str());
+            let page =
+                app.db.chats().list("bench", false, cursor, repositories::Order::Desc, 100).await?;
             after = page.after.context("fewer than 100 pages")?;
         }
-        let first = "/chats?limit=100".to_owned();
-        let last = format!("/chats?limit=100&after={after}");
-        let (mut first_series, mut last_series) = (Series::default(), Series::default());
-        time_gets(&app, &first, "bench", 20, &mut Series::default()).await?;
-        time_gets(&app, &last, "bench", 20, &mut Series::default()).await?;
-        for _ in 0..args.rounds {
-            time_gets(&app, &first, "bench", args.requests / 4, &mut first_series).await?;
-            time_gets(&app, &last, "bench", args.requests / 4, &mut last_series).await?;
-        }
-        app.stop().await?;
-        write_row(report, backend, &first_series, &last_series);
-        anyhow::Ok(())
-    }
-    .await;
-    database.drop_database().await;
-    outcome
+        Ok(("/chats?limit=100".to_owned(), format!("/chats?limit=100&after={after}")))
+    })
+    .await
 }
 
 /// A table row comparing `base` with `other`: p50, p99, mean of each and the p50 ratio.
