@@ -4,7 +4,7 @@
 //! and run the real server in-process on port 0.
 
 pub mod auth;
-mod chatkit;
+pub mod chatkit;
 pub mod error;
 pub mod extract;
 pub mod metrics;

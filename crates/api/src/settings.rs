@@ -72,6 +72,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub idempotency: IdempotencySettings,
     pub attachments: AttachmentSettings,
+    pub chatkit: ChatKitSettings,
     pub auth: AuthSettings,
     pub log: LogSettings,
 }
@@ -119,6 +120,19 @@ impl AttachmentSettings {
     pub fn url_signing_secret(&self) -> Option<&str> {
         self.url_signing_secret.as_ref().map(ExposeSecret::expose_secret).filter(|s| !s.is_empty())
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatKitSettings {
+    pub responder: ResponderKind,
+    pub echo_delay_ms: u64,
+}
+
+/// The responders this build has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponderKind {
+    Echo,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -20,11 +20,12 @@ use tower_http::trace::TraceLayer;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::TokenVerifier;
+use crate::chatkit::responder::{EchoResponder, Responder};
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
 use crate::openapi;
 use crate::routes;
-use crate::settings::{IdempotencySettings, Settings};
+use crate::settings::{IdempotencySettings, ResponderKind, Settings};
 use crate::signed_urls::UrlSigner;
 use crate::state::AppState;
 
@@ -62,7 +63,13 @@ impl Application {
         let full_reads = Arc::new(tokio::sync::Semaphore::new(
             (settings.database.max_connections as usize / 4).max(1),
         ));
+        let responder: Arc<dyn Responder> = match settings.chatkit.responder {
+            ResponderKind::Echo => Arc::new(EchoResponder {
+                delay: Duration::from_millis(settings.chatkit.echo_delay_ms),
+            }),
+        };
         let state = AppState {
+            responder,
             full_reads,
             urls,
             db: db.clone(),

@@ -8,6 +8,7 @@ mod attachment_content;
 mod auth;
 mod chatkit_protocol;
 mod chatkit_store;
+mod chatkit_stream;
 mod chats;
 mod errors;
 mod migrations;

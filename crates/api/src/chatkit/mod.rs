@@ -2,16 +2,21 @@
 //! the store of `repositories::chatkit`.
 //!
 //! Requests are `{"type", "params", "metadata"}`; answers are JSON in ChatKit's wire form (see
-//! [`wire`]). The streaming request types are refused with a clear 400 until the streaming
-//! endpoint exists.
+//! [`wire`]), or Server-Sent Events for `threads.create` and `threads.add_user_message` (see
+//! [`stream`]). The other streaming types are refused with a clear 400 for now.
 
+pub mod responder;
+mod stream;
 mod wire;
 
 use repositories::chatkit::{SortOrder, Store, StoreItemType, StoredObject};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use axum::response::{IntoResponse, Response};
+
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Json;
 use crate::signed_urls::Access;
 use crate::state::AppState;
 
@@ -111,15 +116,29 @@ fn parse_stored(stored: &impl StoredObject) -> ApiResult<Value> {
 #[derive(Debug, Clone)]
 pub(crate) struct Origin(pub(crate) String);
 
-/// Answers one non-streaming ChatKit request for `user`.
+/// Answers one ChatKit request for `user`: JSON, or a stream of events.
 pub(crate) async fn process(
     state: &AppState,
     user: &str,
     origin: &Origin,
     body: &[u8],
-) -> ApiResult<Value> {
+) -> ApiResult<Response> {
     let envelope: Envelope = serde_json::from_slice(body)
         .map_err(|err| ApiError::invalid(format!("not a ChatKit request: {err}")))?;
+    if let Some(answer) = stream::start(state, user, &envelope.kind, envelope.params.clone()).await
+    {
+        return answer;
+    }
+    answer_json(state, user, origin, envelope).await.map(|value| Json(value).into_response())
+}
+
+/// Answers one non-streaming ChatKit request.
+async fn answer_json(
+    state: &AppState,
+    user: &str,
+    origin: &Origin,
+    envelope: Envelope,
+) -> ApiResult<Value> {
     let kind = envelope.kind.as_str();
     let store = state.db.chatkit();
     match kind {
@@ -200,7 +219,7 @@ pub(crate) async fn process(
             "{kind} is not available: this server has no handler configured for it"
         ))),
         kind if STREAMING_TYPES.contains(&kind) => Err(ApiError::invalid(format!(
-            "{kind} is a streaming request, which this server does not answer yet"
+            "{kind} is a streaming request this server does not answer yet"
         ))),
         other => Err(ApiError::invalid(format!("unknown ChatKit request type {other:?}"))),
     }

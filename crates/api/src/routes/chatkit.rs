@@ -5,12 +5,12 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
 use axum::routing::post;
-use serde_json::Value;
 
 use crate::chatkit::{self, Origin};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{AuthUser, Json};
+use crate::extract::AuthUser;
 use crate::state::AppState;
 
 #[derive(utoipa::OpenApi)]
@@ -43,13 +43,15 @@ pub(crate) fn router() -> Router<AppState> {
 /// One ChatKit request (`{"type", "params", "metadata"}`), answered in ChatKit's wire form:
 /// `threads.get_by_id`, `threads.list`, `items.list`, `threads.update`, `threads.delete`,
 /// `items.feedback`, `attachments.create`, `attachments.delete`. `input.transcribe` and
-/// `threads.sync_custom_action` answer 400 while no handler is configured; the streaming
-/// types (`threads.create`, `threads.add_user_message`, ...) answer 400 for now.
+/// `threads.sync_custom_action` answer 400 while no handler is configured. `threads.create`
+/// and `threads.add_user_message` answer `text/event-stream` (`data: <json>` frames) from the
+/// configured responder; the other streaming types answer 400 for now.
 #[utoipa::path(post, path = "/chatkit", tag = "chatkit",
     request_body(content = Object, description = "A ChatKit request"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The SDK's JSON answer (wire form)", body = Object),
+        (status = 200, description = "The SDK's JSON answer (wire form), or its event stream",
+            content((Object = "application/json"), (String = "text/event-stream"))),
         (status = 400, description = "Unknown or malformed request, or one this server cannot answer", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 404, description = "The thread does not exist for this user", body = ErrorBody),
@@ -61,7 +63,7 @@ pub(crate) async fn chatkit_request(
     AuthUser(user): AuthUser,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -87,5 +89,5 @@ pub(crate) async fn chatkit_request(
         Some(url) if !url.is_empty() => Origin(url.clone()),
         _ => request_origin(&headers),
     };
-    Ok(Json(chatkit::process(&state, &user, &origin, &body).await?))
+    chatkit::process(&state, &user, &origin, &body).await
 }
