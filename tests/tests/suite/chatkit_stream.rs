@@ -186,7 +186,43 @@ async fn a_disconnect_keeps_the_partial_answer_and_a_hidden_marker(backend: Back
     .await;
 }
 
+async fn retry_after_item_answers_again_without_what_followed(backend: Backend) {
+    with_app(backend, async |app| {
+        let (_, created) = stream(app, "alice", json!({"type": "threads.create", "params": {"input": input("First question")}})).await;
+        let thread_id = created[0]["thread"]["id"].as_str().unwrap().to_owned();
+        let first = created[1]["item"]["id"].as_str().unwrap().to_owned();
+        stream(app, "alice", json!({"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": input("Second")}})).await;
+        // More than one page (20) of newer items, so the search pages newest-first.
+        for n in 0..25 {
+            let item = json!({"id": format!("msg_later_{n:02}"), "thread_id": thread_id,
+                "created_at": format!("2099-01-01T00:00:{n:02}"), "type": "end_of_turn"});
+            app.db.chatkit().add_thread_item(&thread_id, &item.to_string(), "alice").await.unwrap();
+        }
+        let (status, events) = stream(app, "alice", json!({"type": "threads.retry_after_item", "params": {"thread_id": thread_id, "item_id": first}})).await;
+        assert_eq!(status, 200);
+        assert_eq!(types(&events)[..3], ["stream_options", "thread.item.added", "thread.item.updated"]);
+        assert_eq!(types(&events).last().unwrap(), "thread.item.done");
+        let items = stored_items(app, "alice", &thread_id).await;
+        let kinds: Vec<_> = items.iter().map(|i| i["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["user_message", "assistant_message"], "everything after the first question is gone");
+        assert_eq!(items[0]["id"], first.as_str());
+        assert_eq!(items[1]["content"][0]["text"], "First question");
+
+        // Not a user message: 400. An unknown item: an empty stream (as in the SDK).
+        let answer_id = items[1]["id"].as_str().unwrap();
+        let not_user = app.post("/chatkit", "alice", &json!({"type": "threads.retry_after_item", "params": {"thread_id": thread_id, "item_id": answer_id}}).to_string()).await;
+        not_user.assert_error(400, "invalid_request");
+        let (status, events) = stream(app, "alice", json!({"type": "threads.retry_after_item", "params": {"thread_id": thread_id, "item_id": "msg_nope"}})).await;
+        assert_eq!((status, events.len()), (200, 0));
+        let (status, _) = stream(app, "bob", json!({"type": "threads.retry_after_item", "params": {"thread_id": thread_id, "item_id": first}})).await;
+        assert_eq!(status, 404);
+        assert_eq!(stored_items(app, "alice", &thread_id).await.len(), 2);
+    })
+    .await;
+}
+
 dual_backend_tests!(
+    retry_after_item_answers_again_without_what_followed,
     threads_create_streams_in_the_sdks_order_and_stores_what_it_sends,
     add_user_message_continues_a_thread,
     a_disconnect_keeps_the_partial_answer_and_a_hidden_marker,

@@ -8,7 +8,7 @@ use axum::body::{Body, Bytes};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use repositories::chatkit::{DbStore, Store, StoreItemType};
+use repositories::chatkit::{DbStore, SortOrder, Store, StoreItemType};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -37,6 +37,12 @@ struct CreateParams {
 }
 
 #[derive(Debug, Deserialize)]
+struct RetryParams {
+    thread_id: String,
+    item_id: String,
+}
+
+#[derive(Debug, Deserialize)]
 struct AddUserMessageParams {
     input: UserMessageInput,
     thread_id: String,
@@ -59,8 +65,8 @@ fn frame(mut event: Value) -> Bytes {
     Bytes::from(format!("data: {}\n\n", wire::drop_nulls(event)))
 }
 
-/// Answers `threads.create` and `threads.add_user_message`; other streaming types are not
-/// handled yet (`None`).
+/// Answers `threads.create`, `threads.add_user_message` and `threads.retry_after_item`; other
+/// request types are not handled here (`None`).
 pub(crate) async fn start(
     state: &AppState,
     user: &str,
@@ -82,6 +88,13 @@ pub(crate) async fn start(
                 Err(err) => return Some(Err(err)),
             };
             add_user_message(state, &store, user, &thread_id, input).await
+        }
+        "threads.retry_after_item" => {
+            let RetryParams { thread_id, item_id } = match params(kind, params_value) {
+                Ok(p) => p,
+                Err(err) => return Some(Err(err)),
+            };
+            retry_after_item(state, &store, user, &thread_id, &item_id).await
         }
         _ => return None,
     };
@@ -121,6 +134,48 @@ async fn add_user_message(
     let user_message = store_user_message(store, user, &thread, input, attachments).await?;
     let prelude = vec![frame(json!({"type": "thread.item.done", "item": user_message}))];
     Ok(respond(state, user, thread, user_message, prelude))
+}
+
+/// Items read per page while looking for the item to retry after, as the SDK does.
+const RETRY_PAGE: u64 = 20;
+
+/// `threads.retry_after_item`: deletes every item newer than the given user message and
+/// answers it again. An id that names no item of the thread gives an empty stream, as in the
+/// SDK; one that names something other than a user message is a 400.
+async fn retry_after_item(
+    state: &AppState,
+    store: &DbStore,
+    user: &str,
+    thread_id: &str,
+    item_id: &str,
+) -> ApiResult<Response> {
+    let thread = parse(&store.load_thread(thread_id, user).await?.json)?;
+    let mut newer = Vec::new();
+    let mut after: Option<String> = None;
+    let found = loop {
+        let page = store
+            .load_thread_items(thread_id, after.as_deref(), RETRY_PAGE, SortOrder::Desc, user)
+            .await?;
+        if let Some(position) = page.data.iter().position(|item| item.id == item_id) {
+            newer.extend(page.data[..position].iter().map(|item| item.id.clone()));
+            break Some(parse(&page.data[position].json)?);
+        }
+        newer.extend(page.data.iter().map(|item| item.id.clone()));
+        match page.after {
+            Some(next) if page.has_more => after = Some(next),
+            _ => break None,
+        }
+    };
+    let Some(user_message) = found else {
+        return Ok(event_stream(futures::stream::empty()));
+    };
+    if user_message["type"] != "user_message" {
+        return Err(ApiError::invalid(format!("item {item_id:?} is not a user message")));
+    }
+    for id in &newer {
+        store.delete_thread_item(thread_id, id, user).await?;
+    }
+    Ok(respond(state, user, thread, user_message, Vec::new()))
 }
 
 async fn load_attachments(store: &DbStore, user: &str, ids: &[String]) -> ApiResult<Vec<Value>> {
@@ -175,12 +230,14 @@ fn respond(
         let mut pipeline = Pipeline { store, user, thread, pending: HashMap::new(), sender };
         pipeline.run(responder, user_message, prelude).await;
     });
-    let body = futures::stream::poll_fn(move |cx| {
-        receiver.poll_recv(cx).map(|chunk| chunk.map(Ok::<_, std::io::Error>))
-    });
+    event_stream(futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)))
+}
+
+/// A `text/event-stream` response of the given frames.
+fn event_stream(frames: impl futures::Stream<Item = Bytes> + Send + 'static) -> Response {
     (
         [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
-        Body::from_stream(body),
+        Body::from_stream(frames.map(Ok::<_, std::io::Error>)),
     )
         .into_response()
 }

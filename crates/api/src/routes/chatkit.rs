@@ -43,9 +43,10 @@ pub(crate) fn router() -> Router<AppState> {
 /// One ChatKit request (`{"type", "params", "metadata"}`), answered in ChatKit's wire form:
 /// `threads.get_by_id`, `threads.list`, `items.list`, `threads.update`, `threads.delete`,
 /// `items.feedback`, `attachments.create`, `attachments.delete`. `input.transcribe` and
-/// `threads.sync_custom_action` answer 400 while no handler is configured. `threads.create`
-/// and `threads.add_user_message` answer `text/event-stream` (`data: <json>` frames) from the
-/// configured responder; the other streaming types answer 400 for now.
+/// `threads.sync_custom_action` answer 400 while no handler is configured. `threads.create`,
+/// `threads.add_user_message` and `threads.retry_after_item` answer `text/event-stream`
+/// (`data: <json>` frames) from the configured responder; the other streaming types answer 400
+/// for now.
 #[utoipa::path(post, path = "/chatkit", tag = "chatkit",
     request_body(content = Object, description = "A ChatKit request"),
     security(("bearer" = [])),
