@@ -221,7 +221,40 @@ async fn retry_after_item_answers_again_without_what_followed(backend: Backend) 
     .await;
 }
 
+async fn client_tool_output_completes_the_pending_call(backend: Backend) {
+    with_app(backend, async |app| {
+        let (_, created) = stream(app, "alice", json!({"type": "threads.create", "params": {"input": input("Select something")}})).await;
+        let thread_id = created[0]["thread"]["id"].as_str().unwrap().to_owned();
+        let call = |id: &str, at: &str| {
+            json!({"id": id, "thread_id": thread_id, "created_at": at, "type": "client_tool_call",
+                "status": "pending", "call_id": format!("call_{id}"), "name": "get_selection", "arguments": {"a": 1}, "output": null})
+            .to_string()
+        };
+        let store = app.db.chatkit();
+        store.add_thread_item(&thread_id, &call("tc_old", "2098-01-01T00:00:00"), "alice").await.unwrap();
+        store.add_thread_item(&thread_id, &call("tc_new", "2099-01-01T00:00:00"), "alice").await.unwrap();
+
+        let request = json!({"type": "threads.add_client_tool_output", "params": {"thread_id": thread_id, "result": {"ok": true, "n": null}}});
+        let (status, events) = stream(app, "alice", request.clone()).await;
+        assert_eq!(status, 200);
+        assert_eq!(types(&events), ["stream_options"], "echo has nothing to add without a user message");
+        let items = stored_items(app, "alice", &thread_id).await;
+        let calls: Vec<_> = items.iter().filter(|i| i["type"] == "client_tool_call").collect();
+        assert_eq!(calls.len(), 1, "the other pending call is dropped");
+        assert_eq!(calls[0]["id"], "tc_new");
+        assert_eq!(calls[0]["status"], "completed");
+        assert_eq!(calls[0]["output"], json!({"ok": true, "n": null}));
+
+        // The newest item is no longer pending: 400. Another user's thread: 404.
+        app.post("/chatkit", "alice", &request.to_string()).await.assert_error(400, "invalid_request");
+        let (status, _) = stream(app, "bob", request).await;
+        assert_eq!(status, 404);
+    })
+    .await;
+}
+
 dual_backend_tests!(
+    client_tool_output_completes_the_pending_call,
     retry_after_item_answers_again_without_what_followed,
     threads_create_streams_in_the_sdks_order_and_stores_what_it_sends,
     add_user_message_continues_a_thread,

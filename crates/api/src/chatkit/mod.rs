@@ -2,8 +2,8 @@
 //! the store of `repositories::chatkit`.
 //!
 //! Requests are `{"type", "params", "metadata"}`; answers are JSON in ChatKit's wire form (see
-//! [`wire`]), or Server-Sent Events for `threads.create`, `threads.add_user_message` and
-//! `threads.retry_after_item` (see [`stream`]). The other streaming types are refused with a
+//! [`wire`]), or Server-Sent Events for `threads.create`, `threads.add_user_message`,
+//! `threads.retry_after_item` and `threads.add_client_tool_output` (see [`stream`]). The other streaming types are refused with a
 //! clear 400 for now.
 
 pub mod responder;

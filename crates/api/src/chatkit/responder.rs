@@ -27,8 +27,9 @@ pub struct ResponderError(pub String);
 pub struct RespondInput {
     /// The thread's stored metadata.
     pub thread: Value,
-    /// The user message just stored (ChatKit stored form).
-    pub user_message: Value,
+    /// The user message just stored (ChatKit stored form), or `None` when the turn continues
+    /// without one (after a client tool's output).
+    pub user_message: Option<Value>,
     /// A fresh assistant message id (`msg_` and 128 random bits).
     pub message_id: String,
 }
@@ -42,7 +43,7 @@ pub trait Responder: Send + Sync + Debug {
 }
 
 /// Offline: streams an assistant message that repeats the user's text, word by word, and titles
-/// an untitled thread after the message.
+/// an untitled thread after the message. Without a user message it has nothing to say.
 #[derive(Debug, Clone, Default)]
 pub struct EchoResponder {
     /// A pause between words, to make streaming (and disconnects) observable.
@@ -75,7 +76,10 @@ impl Responder for EchoResponder {
         &self,
         input: RespondInput,
     ) -> BoxStream<'static, Result<ResponderEvent, ResponderError>> {
-        let text = user_text(&input.user_message);
+        let Some(user_message) = &input.user_message else {
+            return Box::pin(futures::stream::empty());
+        };
+        let text = user_text(user_message);
         let thread_id = input.thread.get("id").cloned().unwrap_or(Value::Null);
         let id = input.message_id;
         let created_at = naive_now();

@@ -37,6 +37,12 @@ struct CreateParams {
 }
 
 #[derive(Debug, Deserialize)]
+struct ToolOutputParams {
+    thread_id: String,
+    result: Value,
+}
+
+#[derive(Debug, Deserialize)]
 struct RetryParams {
     thread_id: String,
     item_id: String,
@@ -65,8 +71,8 @@ fn frame(mut event: Value) -> Bytes {
     Bytes::from(format!("data: {}\n\n", wire::drop_nulls(event)))
 }
 
-/// Answers `threads.create`, `threads.add_user_message` and `threads.retry_after_item`; other
-/// request types are not handled here (`None`).
+/// Answers `threads.create`, `threads.add_user_message`, `threads.retry_after_item` and
+/// `threads.add_client_tool_output`; other request types are not handled here (`None`).
 pub(crate) async fn start(
     state: &AppState,
     user: &str,
@@ -96,6 +102,13 @@ pub(crate) async fn start(
             };
             retry_after_item(state, &store, user, &thread_id, &item_id).await
         }
+        "threads.add_client_tool_output" => {
+            let ToolOutputParams { thread_id, result } = match params(kind, params_value) {
+                Ok(p) => p,
+                Err(err) => return Some(Err(err)),
+            };
+            add_client_tool_output(state, &store, user, &thread_id, result).await
+        }
         _ => return None,
     };
     Some(answer)
@@ -119,7 +132,7 @@ async fn create(
     let mut prelude = vec![frame(created)];
     let user_message = store_user_message(store, user, &thread, input, attachments).await?;
     prelude.push(frame(json!({"type": "thread.item.done", "item": user_message})));
-    Ok(respond(state, user, thread, user_message, prelude))
+    Ok(respond(state, user, thread, Some(user_message), prelude))
 }
 
 async fn add_user_message(
@@ -133,7 +146,42 @@ async fn add_user_message(
     let attachments = load_attachments(store, user, &input.attachments).await?;
     let user_message = store_user_message(store, user, &thread, input, attachments).await?;
     let prelude = vec![frame(json!({"type": "thread.item.done", "item": user_message}))];
-    Ok(respond(state, user, thread, user_message, prelude))
+    Ok(respond(state, user, thread, Some(user_message), prelude))
+}
+
+/// `threads.add_client_tool_output`: the newest item must be a pending client tool call; it
+/// gets the result and is completed, any other call still pending among the newest 20 is
+/// dropped, and the responder carries on without a new user message.
+async fn add_client_tool_output(
+    state: &AppState,
+    store: &DbStore,
+    user: &str,
+    thread_id: &str,
+    result: Value,
+) -> ApiResult<Response> {
+    let thread = parse(&store.load_thread(thread_id, user).await?.json)?;
+    let newest = store.load_thread_items(thread_id, None, 1, SortOrder::Desc, user).await?;
+    let mut call = match newest.data.first() {
+        Some(item) => parse(&item.json)?,
+        None => Value::Null,
+    };
+    if call["type"] != "client_tool_call" || call["status"] != "pending" {
+        return Err(ApiError::invalid(format!(
+            "the last item of thread {thread_id:?} is not a pending client tool call"
+        )));
+    }
+    call["output"] = result;
+    call["status"] = Value::String("completed".into());
+    store.save_item(thread_id, &call.to_string(), user).await?;
+    let recent =
+        store.load_thread_items(thread_id, None, RETRY_PAGE, SortOrder::Desc, user).await?;
+    for item in &recent.data {
+        let value = parse(&item.json)?;
+        if value["type"] == "client_tool_call" && value["status"] == "pending" {
+            store.delete_thread_item(thread_id, &item.id, user).await?;
+        }
+    }
+    Ok(respond(state, user, thread, None, Vec::new()))
 }
 
 /// Items read per page while looking for the item to retry after, as the SDK does.
@@ -175,7 +223,7 @@ async fn retry_after_item(
     for id in &newer {
         store.delete_thread_item(thread_id, id, user).await?;
     }
-    Ok(respond(state, user, thread, user_message, Vec::new()))
+    Ok(respond(state, user, thread, Some(user_message), Vec::new()))
 }
 
 async fn load_attachments(store: &DbStore, user: &str, ids: &[String]) -> ApiResult<Vec<Value>> {
@@ -219,7 +267,7 @@ fn respond(
     state: &AppState,
     user: &str,
     thread: Value,
-    user_message: Value,
+    user_message: Option<Value>,
     prelude: Vec<Bytes>,
 ) -> Response {
     let (sender, mut receiver) = mpsc::channel::<Bytes>(16);
@@ -255,7 +303,7 @@ impl Pipeline {
     async fn run(
         &mut self,
         responder: Arc<dyn Responder>,
-        user_message: Value,
+        user_message: Option<Value>,
         prelude: Vec<Bytes>,
     ) {
         for chunk in prelude {

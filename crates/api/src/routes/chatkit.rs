@@ -44,7 +44,8 @@ pub(crate) fn router() -> Router<AppState> {
 /// `threads.get_by_id`, `threads.list`, `items.list`, `threads.update`, `threads.delete`,
 /// `items.feedback`, `attachments.create`, `attachments.delete`. `input.transcribe` and
 /// `threads.sync_custom_action` answer 400 while no handler is configured. `threads.create`,
-/// `threads.add_user_message` and `threads.retry_after_item` answer `text/event-stream`
+/// `threads.add_user_message`, `threads.retry_after_item` and `threads.add_client_tool_output`
+/// answer `text/event-stream`
 /// (`data: <json>` frames) from the configured responder; the other streaming types answer 400
 /// for now.
 #[utoipa::path(post, path = "/chatkit", tag = "chatkit",
