@@ -1,12 +1,12 @@
 //! Extractors whose rejections use the error shape of `API.md`.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts};
-use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
 /// `axum::Json`, with malformed bodies answered as `400`/`413`/`415` error JSON.
@@ -42,12 +42,20 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::JsonDataError(err) => {
                 Self::InvalidRequest(format!("unexpected JSON: {}", err.body_text()))
             }
-            JsonRejection::BytesRejection(err) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Self::PayloadTooLarge("the request body is larger than this server accepts".into())
-            }
+            JsonRejection::BytesRejection(err) => err.into(),
             other => {
                 Self::InvalidRequest(format!("unreadable request body: {}", other.body_text()))
             }
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::PayloadTooLarge("the request body is larger than this server accepts".into())
+        } else {
+            Self::InvalidRequest(format!("unreadable request body: {}", rejection.body_text()))
         }
     }
 }
@@ -72,16 +80,22 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = match parts.headers.get(AUTHORIZATION) {
-            Some(value) => Some(value.to_str().map_err(|_| {
-                ApiError::Unauthorized("the Authorization header is not valid text".into())
-            })?),
-            None => None,
-        };
-        let user = state.verifier.verify_header(header)?;
-        // The user id keys every row: it must be storable like any other id.
-        crate::routes::validate_id("the token's sub", &user)
-            .map_err(|err| ApiError::Unauthorized(err.to_string()))?;
-        Ok(Self(user))
+        authenticate(state, parts.headers.get(AUTHORIZATION)).map(Self)
     }
+}
+
+/// The user of an `Authorization` header's bearer token.
+pub(crate) fn authenticate(state: &AppState, header: Option<&HeaderValue>) -> ApiResult<String> {
+    let header = header
+        .map(|value| {
+            value.to_str().map_err(|_| {
+                ApiError::Unauthorized("the Authorization header is not valid text".into())
+            })
+        })
+        .transpose()?;
+    let user = state.verifier.verify_header(header)?;
+    // The user id keys every row: it must be storable like any other id.
+    crate::routes::validate_id("the token's sub", &user)
+        .map_err(|err| ApiError::Unauthorized(err.to_string()))?;
+    Ok(user)
 }

@@ -110,7 +110,12 @@ fn order(order: Option<&str>, default: SortOrder) -> ApiResult<SortOrder> {
 }
 
 fn parse_stored(stored: &impl StoredObject) -> ApiResult<Value> {
-    serde_json::from_str(stored.json()).map_err(|err| ApiError::Internal(err.into()))
+    parse_json(stored.json())
+}
+
+/// Stored JSON text, parsed; the store validated it when it was written.
+fn parse_json(json: &str) -> ApiResult<Value> {
+    serde_json::from_str(json).map_err(|err| ApiError::Internal(err.into()))
 }
 
 /// Where this server is reached, for the upload and preview URLs it hands out.

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::responder::{RespondInput, Responder, ResponderEvent, naive_now};
-use super::wire;
+use super::{params, parse_json, wire};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -52,15 +52,6 @@ struct RetryParams {
 struct AddUserMessageParams {
     input: UserMessageInput,
     thread_id: String,
-}
-
-fn params<T: serde::de::DeserializeOwned>(kind: &str, params: Value) -> ApiResult<T> {
-    serde_json::from_value(params)
-        .map_err(|err| ApiError::invalid(format!("bad params for {kind}: {err}")))
-}
-
-fn parse(json: &str) -> ApiResult<Value> {
-    serde_json::from_str(json).map_err(|err| ApiError::Internal(err.into()))
 }
 
 /// One SSE frame, in wire form.
@@ -126,7 +117,7 @@ async fn create(
     let thread = json!({"title": null, "id": thread_id, "created_at": naive_now(),
         "status": {"type": "active"}, "allowed_image_domains": null, "metadata": {}});
     let saved = store.save_thread(&thread.to_string(), user).await?;
-    let thread = parse(&saved.stored.json)?;
+    let thread = parse_json(&saved.stored.json)?;
     let created =
         json!({"type": "thread.created", "thread": wire::thread(&thread, wire::empty_page())});
     let mut prelude = vec![frame(created)];
@@ -142,7 +133,7 @@ async fn add_user_message(
     thread_id: &str,
     input: UserMessageInput,
 ) -> ApiResult<Response> {
-    let thread = parse(&store.load_thread(thread_id, user).await?.json)?;
+    let thread = parse_json(&store.load_thread(thread_id, user).await?.json)?;
     let attachments = load_attachments(store, user, &input.attachments).await?;
     let user_message = store_user_message(store, user, &thread, input, attachments).await?;
     let prelude = vec![frame(json!({"type": "thread.item.done", "item": user_message}))];
@@ -159,10 +150,10 @@ async fn add_client_tool_output(
     thread_id: &str,
     result: Value,
 ) -> ApiResult<Response> {
-    let thread = parse(&store.load_thread(thread_id, user).await?.json)?;
+    let thread = parse_json(&store.load_thread(thread_id, user).await?.json)?;
     let newest = store.load_thread_items(thread_id, None, 1, SortOrder::Desc, user).await?;
     let mut call = match newest.data.first() {
-        Some(item) => parse(&item.json)?,
+        Some(item) => parse_json(&item.json)?,
         None => Value::Null,
     };
     if call["type"] != "client_tool_call" || call["status"] != "pending" {
@@ -176,7 +167,7 @@ async fn add_client_tool_output(
     let recent =
         store.load_thread_items(thread_id, None, RETRY_PAGE, SortOrder::Desc, user).await?;
     for item in &recent.data {
-        let value = parse(&item.json)?;
+        let value = parse_json(&item.json)?;
         if value["type"] == "client_tool_call" && value["status"] == "pending" {
             store.delete_thread_item(thread_id, &item.id, user).await?;
         }
@@ -197,7 +188,7 @@ async fn retry_after_item(
     thread_id: &str,
     item_id: &str,
 ) -> ApiResult<Response> {
-    let thread = parse(&store.load_thread(thread_id, user).await?.json)?;
+    let thread = parse_json(&store.load_thread(thread_id, user).await?.json)?;
     let mut newer = Vec::new();
     let mut after: Option<String> = None;
     let found = loop {
@@ -206,7 +197,7 @@ async fn retry_after_item(
             .await?;
         if let Some(position) = page.data.iter().position(|item| item.id == item_id) {
             newer.extend(page.data[..position].iter().map(|item| item.id.clone()));
-            break Some(parse(&page.data[position].json)?);
+            break Some(parse_json(&page.data[position].json)?);
         }
         newer.extend(page.data.iter().map(|item| item.id.clone()));
         match page.after {
@@ -229,7 +220,7 @@ async fn retry_after_item(
 async fn load_attachments(store: &DbStore, user: &str, ids: &[String]) -> ApiResult<Vec<Value>> {
     let mut attachments = Vec::with_capacity(ids.len());
     for id in ids {
-        attachments.push(parse(&store.load_attachment(id, user).await?.json)?);
+        attachments.push(parse_json(&store.load_attachment(id, user).await?.json)?);
     }
     Ok(attachments)
 }
@@ -258,7 +249,7 @@ async fn store_user_message(
         "inference_options": input.inference_options,
     });
     let saved = store.add_thread_item(&thread_id, &message.to_string(), user).await?;
-    parse(&saved.stored.json)
+    parse_json(&saved.stored.json)
 }
 
 /// The SSE response: the prelude, `stream_options`, then the responder's events, each

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{Path, Query};
+use crate::extract::{Path, Query, authenticate};
 use crate::routes::validate_id;
 use crate::signed_urls::Access;
 use crate::state::AppState;
@@ -62,16 +62,7 @@ fn caller(
         }
         return Ok(user.clone());
     }
-    let authorization = authorization
-        .map(|value| {
-            value.to_str().map_err(|_| {
-                ApiError::Unauthorized("the Authorization header is not valid text".into())
-            })
-        })
-        .transpose()?;
-    let user = state.verifier.verify_header(authorization)?;
-    validate_id("the token's sub", &user).map_err(|err| ApiError::Unauthorized(err.to_string()))?;
-    Ok(user)
+    authenticate(state, authorization)
 }
 
 /// `image/png; charset=x` → `image/png`

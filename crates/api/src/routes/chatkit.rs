@@ -4,7 +4,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use axum::routing::post;
 
@@ -80,13 +80,7 @@ pub(crate) async fn chatkit_request(
             "expected a JSON body with Content-Type: application/json".into(),
         ));
     }
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge("the request body is larger than this server accepts".into())
-        } else {
-            ApiError::invalid(format!("unreadable body: {}", rejection.body_text()))
-        }
-    })?;
+    let body = body?;
     let origin = match &state.settings.server.public_url {
         Some(url) if !url.is_empty() => Origin(url.clone()),
         _ => request_origin(&headers),

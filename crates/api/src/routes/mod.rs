@@ -2,6 +2,8 @@
 
 use axum::Router;
 
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::value::RawValue;
 
 use crate::error::{ApiError, ApiResult};
@@ -45,6 +47,11 @@ pub(crate) fn validate_id(name: &str, id: &str) -> ApiResult<()> {
         return Err(ApiError::invalid(format!("{name} must not contain NUL characters")));
     }
     Ok(())
+}
+
+/// A JSON response whose body is `text` as is (stored JSON, never re-encoded).
+pub(crate) fn json_text(status: StatusCode, text: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
 /// The texts of conversation items, which must all be JSON objects.

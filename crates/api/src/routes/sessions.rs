@@ -22,7 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{AuthUser, Json, Path, Query};
-use crate::routes::{object_items, validate_id};
+use crate::routes::{json_text, object_items, validate_id};
 use crate::state::AppState;
 
 /// Rows per page when a full history is streamed out.
@@ -154,7 +154,7 @@ pub(crate) async fn pop_item(
     validate_id("session_id", &session)?;
     let item = state.db.sessions().pop_item(&user, &session).await?;
     let body = format!("{{\"item\":{}}}", item.as_deref().unwrap_or("null"));
-    Ok(json_text(body))
+    Ok(json_text(StatusCode::OK, body))
 }
 
 /// `clear_session()`: removes every item; the chat itself stays.
@@ -198,10 +198,6 @@ fn idempotency_key(headers: &HeaderMap, items: &[&str]) -> ApiResult<Option<Idem
     Ok(Some(IdempotencyKey { key: key.to_owned(), request_hash }))
 }
 
-fn json_text(body: String) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
 /// `{"items":[...]}` from stored item texts.
 fn items_body<'a>(items: impl Iterator<Item = &'a str>) -> Response {
     let mut body = String::from("{\"items\":[");
@@ -212,7 +208,7 @@ fn items_body<'a>(items: impl Iterator<Item = &'a str>) -> Response {
         body.push_str(item);
     }
     body.push_str("]}");
-    json_text(body)
+    json_text(StatusCode::OK, body)
 }
 
 /// Every item. A history of one page is read in one statement; a longer one is streamed page

@@ -12,8 +12,8 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::get;
 use repositories::chatkit::{
     DbStore, SortOrder, Store, StoredAttachment, StoredItem, StoredThread,
@@ -24,7 +24,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{AuthUser, Json, Path, Query};
-use crate::routes::validate_id;
+use crate::routes::{json_text, validate_id};
 use crate::state::AppState;
 
 const DEFAULT_LIMIT: i64 = 20;
@@ -539,11 +539,6 @@ fn same_id(what: &str, body_id: &str, path_id: &str) -> ApiResult<()> {
             "the {what}'s `id` ({body_id:?}) differs from the id in the path ({path_id:?})"
         )))
     }
-}
-
-/// A JSON response whose body is `text` as is.
-fn json_text(status: StatusCode, text: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
 // ---------------------------------------------------------------------------------------------
