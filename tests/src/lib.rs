@@ -16,9 +16,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use chatstore::responder::Responder;
 use chatstore::settings::Settings;
 use chatstore::startup::Application;
 use futures::FutureExt;
@@ -27,7 +28,10 @@ use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
 
+pub use fake_model::{FakeAnswer, FakeModel, FakeRequest};
 pub use repositories::Backend;
+
+mod fake_model;
 
 const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// Databases this harness made carry this prefix, so leftovers of killed runs can be swept.
@@ -247,13 +251,26 @@ pub struct TestApp {
 impl TestApp {
     /// Builds and starts the server (migrating the database through the real migrations).
     pub async fn spawn(database: &TestDatabase, customize: impl FnOnce(&mut Settings)) -> Self {
+        Self::spawn_with(database, customize, None).await
+    }
+
+    /// [`TestApp::spawn`], answering with `responder` instead of the configured one.
+    pub async fn spawn_with(
+        database: &TestDatabase,
+        customize: impl FnOnce(&mut Settings),
+        responder: Option<Arc<dyn Responder>>,
+    ) -> Self {
         let settings = test_settings(&database.url, customize);
         // Servers run on the test's threads but log from theirs, where libtest cannot capture
         // the output; so they log only when asked to.
         if std::env::var_os("TEST_LOG").is_some() {
             chatstore::telemetry::init(&settings.log);
         }
-        let application = Application::build(settings.clone()).await.expect("the server builds");
+        let application = match responder {
+            Some(responder) => Application::build_with_responder(settings.clone(), responder).await,
+            None => Application::build(settings.clone()).await,
+        }
+        .expect("the server builds");
         let address = format!("http://{}", application.local_addr());
         let (shutdown, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(application.run_until(async move {
@@ -420,8 +437,26 @@ pub async fn with_app_configured(
     customize: impl FnOnce(&mut Settings),
     test: impl AsyncFnOnce(&TestApp),
 ) {
+    with_app_serving(backend, customize, None, test).await;
+}
+
+/// `with_app`, answering ChatKit threads and agent turns with `responder`.
+pub async fn with_app_responding(
+    backend: Backend,
+    responder: Arc<dyn Responder>,
+    test: impl AsyncFnOnce(&TestApp),
+) {
+    with_app_serving(backend, |_| {}, Some(responder), test).await;
+}
+
+async fn with_app_serving(
+    backend: Backend,
+    customize: impl FnOnce(&mut Settings),
+    responder: Option<Arc<dyn Responder>>,
+    test: impl AsyncFnOnce(&TestApp),
+) {
     with_database(backend, async |database| {
-        let mut app = TestApp::spawn(database, customize).await;
+        let mut app = TestApp::spawn_with(database, customize, responder).await;
         let outcome = AssertUnwindSafe(test(&app)).catch_unwind().await;
         let stopped = app.stop().await;
         if let Err(panic) = outcome {

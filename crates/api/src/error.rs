@@ -10,6 +10,8 @@ use repositories::RepoError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::responder::ResponderError;
+
 /// What a handler, extractor or middleware can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -30,6 +32,9 @@ pub enum ApiError {
     /// The database (or another dependency) cannot be reached right now; the client may retry.
     #[error("the service is temporarily unavailable; retry shortly")]
     Unavailable(#[source] anyhow::Error),
+    /// The model behind the responder failed (or refused); the client may retry.
+    #[error("{}", model_failure_message(.0))]
+    ModelFailed(ResponderError),
     /// A bug or an unexpected failure; the cause is logged, the client sees a generic message.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -59,7 +64,22 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ModelFailed(_) => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Logs what the client is not told: causes of failures, at their level.
+    pub fn log(&self) {
+        match self {
+            Self::Internal(cause) => {
+                tracing::error!(error.cause_chain = ?cause, "request failed");
+            }
+            Self::Unavailable(cause) => {
+                tracing::warn!(error.cause_chain = ?cause, "dependency unavailable");
+            }
+            Self::ModelFailed(cause) => tracing::warn!(reason = %cause, "the model failed"),
+            _ => tracing::debug!(error = %self, "request rejected"),
         }
     }
 
@@ -75,6 +95,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Unavailable(_) => "unavailable",
+            Self::ModelFailed(_) => "model_failed",
             Self::Internal(_) => "internal",
         }
     }
@@ -89,7 +110,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// One of `invalid_request`, `unauthorized`, `not_found`, `conflict`, `payload_too_large`,
-    /// `unsupported_media_type`, `unavailable`, `internal`.
+    /// `unsupported_media_type`, `unavailable`, `model_failed`, `internal`.
     pub code: String,
     /// A sentence for a person.
     pub message: String,
@@ -97,15 +118,7 @@ pub struct ErrorDetail {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        match &self {
-            Self::Internal(cause) => {
-                tracing::error!(error.cause_chain = ?cause, "request failed");
-            }
-            Self::Unavailable(cause) => {
-                tracing::warn!(error.cause_chain = ?cause, "dependency unavailable");
-            }
-            _ => tracing::debug!(error = %self, "request rejected"),
-        }
+        self.log();
         let body = ErrorBody {
             error: ErrorDetail { code: self.code().to_owned(), message: self.to_string() },
         };
@@ -121,6 +134,21 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+/// What the client is told: a responder's message for the user as written, anything else
+/// without its details (they are logged).
+fn model_failure_message(error: &ResponderError) -> String {
+    match error {
+        ResponderError::Custom { message, .. } => message.clone(),
+        ResponderError::Failed(_) => "the model could not answer; retry shortly".into(),
+    }
+}
+
+impl From<ResponderError> for ApiError {
+    fn from(err: ResponderError) -> Self {
+        Self::ModelFailed(err)
     }
 }
 

@@ -4,7 +4,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{attachment_content, chatkit, chats, health, sessions, threads};
+use crate::routes::{attachment_content, chatkit, chats, health, run, sessions, threads};
 
 /// The whole document: the shared parts below, plus each route module's own `Doc`.
 pub(crate) fn document() -> utoipa::openapi::OpenApi {
@@ -15,6 +15,7 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
     document.merge(threads::Doc::openapi());
     document.merge(attachment_content::Doc::openapi());
     document.merge(chatkit::Doc::openapi());
+    document.merge(run::Doc::openapi());
     document
 }
 

@@ -4,7 +4,7 @@
 //! 1. `config/default.toml`,
 //! 2. `config/{APP_ENV}.toml` (`development` when `APP_ENV` is unset; `test`, `production`),
 //! 3. `APP__SECTION__KEY` environment variables (e.g. `APP__SERVER__PORT=9000`),
-//! 4. the standard `DATABASE_URL` and `PORT` variables.
+//! 4. the standard `DATABASE_URL`, `PORT` and `OPENAI_API_KEY` variables.
 //!
 //! The files are compiled into the binary, so it runs from any directory with no files at all;
 //! `APP_CONFIG_DIR` points at a directory of replacement files for operators who prefer files.
@@ -72,7 +72,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub idempotency: IdempotencySettings,
     pub attachments: AttachmentSettings,
-    pub chatkit: ChatKitSettings,
+    pub responder: ResponderSettings,
     pub auth: AuthSettings,
     pub log: LogSettings,
 }
@@ -122,17 +122,77 @@ impl AttachmentSettings {
     }
 }
 
+/// What answers ChatKit threads and `POST /chat/run`.
 #[derive(Debug, Clone, Deserialize)]
-pub struct ChatKitSettings {
-    pub responder: ResponderKind,
+pub struct ResponderSettings {
+    pub kind: ResponderKind,
+    /// The echo responder's pause before each word, in milliseconds.
     pub echo_delay_ms: u64,
+    /// How many of a conversation's newest items the model reads.
+    pub history_items: u64,
+    pub openai: OpenAiSettings,
 }
 
 /// The responders this build has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ResponderKind {
+    /// Offline: repeats the user's words.
     Echo,
+    /// Any OpenAI-compatible Chat Completions endpoint.
+    Openai,
+}
+
+/// An OpenAI-compatible Chat Completions endpoint.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OpenAiSettings {
+    /// The API root, e.g. `https://api.openai.com/v1`; `/chat/completions` is appended.
+    pub base_url: String,
+    pub model: String,
+    /// Sent as a bearer token; `OPENAI_API_KEY` when unset here.
+    pub api_key: Option<SecretString>,
+    /// A system message sent before the conversation.
+    pub instructions: Option<String>,
+    pub connect_timeout_secs: u64,
+    /// How long the endpoint may stay silent before its answer starts or between chunks.
+    pub read_timeout_secs: u64,
+}
+
+/// The endpoint that needs an API key for sure (self-hosted ones often need none).
+const OPENAI_API_HOST: &str = "https://api.openai.com/";
+
+impl ResponderSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.kind != ResponderKind::Openai {
+            return Ok(());
+        }
+        let openai = &self.openai;
+        if !(openai.base_url.starts_with("http://") || openai.base_url.starts_with("https://")) {
+            return Err(SettingsError::Invalid(format!(
+                "responder.openai.base_url must be an http(s) URL, not {:?}",
+                openai.base_url
+            )));
+        }
+        if openai.model.trim().is_empty() {
+            return Err(SettingsError::Invalid(
+                "the openai responder needs a model: set responder.openai.model".into(),
+            ));
+        }
+        let has_key = openai.api_key.as_ref().is_some_and(|key| !key.expose_secret().is_empty());
+        if !has_key && openai.base_url.starts_with(OPENAI_API_HOST) {
+            return Err(SettingsError::Invalid(
+                "the openai responder needs an API key: set OPENAI_API_KEY or \
+                 APP__RESPONDER__OPENAI__API_KEY"
+                    .into(),
+            ));
+        }
+        if openai.read_timeout_secs == 0 || openai.connect_timeout_secs == 0 {
+            return Err(SettingsError::Invalid(
+                "responder.openai timeouts must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -226,6 +286,11 @@ impl Settings {
         if let Some(url) = env.get("DATABASE_URL").filter(|v| !v.is_empty()) {
             builder = builder.set_override("database.url", url.as_str())?;
         }
+        if let Some(key) = env.get("OPENAI_API_KEY").filter(|v| !v.is_empty())
+            && !env.contains_key("APP__RESPONDER__OPENAI__API_KEY")
+        {
+            builder = builder.set_override("responder.openai.api_key", key.as_str())?;
+        }
         if let Some(port) = env.get("PORT").filter(|v| !v.is_empty()) {
             let port: u16 = port.parse().map_err(|_| {
                 SettingsError::Invalid(format!("PORT={port:?} is not a port number"))
@@ -272,6 +337,7 @@ impl Settings {
         if self.server.body_limit_bytes == 0 {
             return Err(SettingsError::Invalid("server.body_limit_bytes must be positive".into()));
         }
+        self.responder.validate()?;
         self.database.validate().map_err(SettingsError::Invalid)
     }
 }
@@ -404,6 +470,44 @@ mod tests {
         .unwrap();
         assert_eq!(settings.auth.secret(), Some("1e5"));
         assert_eq!(settings.auth.audience(), Some("007"));
+    }
+
+    #[test]
+    fn the_openai_responder_takes_its_key_from_openai_api_key_and_needs_one_for_openai() {
+        let openai = [("APP__RESPONDER__KIND", "openai")];
+        let refused = Settings::load_from_env(&env(&openai)).unwrap_err().to_string();
+        assert!(refused.contains("OPENAI_API_KEY"), "{refused}");
+
+        let settings =
+            Settings::load_from_env(&env(&[openai[0], ("OPENAI_API_KEY", "sk-from-env")])).unwrap();
+        let key = settings.responder.openai.api_key.as_ref().map(ExposeSecret::expose_secret);
+        assert_eq!(key, Some("sk-from-env"));
+        assert_eq!(settings.responder.kind, ResponderKind::Openai);
+        let settings = Settings::load_from_env(&env(&[
+            openai[0],
+            ("OPENAI_API_KEY", "sk-from-env"),
+            ("APP__RESPONDER__OPENAI__API_KEY", "sk-configured"),
+        ]))
+        .unwrap();
+        let key = settings.responder.openai.api_key.as_ref().map(ExposeSecret::expose_secret);
+        assert_eq!(key, Some("sk-configured"), "the app's own variable wins");
+        assert!(!format!("{settings:?}").contains("sk-configured"));
+
+        // A self-hosted endpoint may need no key; a URL that is not one is refused.
+        let local = Settings::load_from_env(&env(&[
+            openai[0],
+            ("APP__RESPONDER__OPENAI__BASE_URL", "http://127.0.0.1:11434/v1"),
+        ]));
+        assert!(local.is_ok());
+        let refused = Settings::load_from_env(&env(&[
+            openai[0],
+            ("APP__RESPONDER__OPENAI__BASE_URL", "localhost:11434"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(refused.contains("base_url"), "{refused}");
+        // The echo default needs nothing.
+        assert!(Settings::load_from_env(&env(&[])).is_ok());
     }
 
     #[test]

@@ -20,12 +20,12 @@ use tower_http::trace::TraceLayer;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::TokenVerifier;
-use crate::chatkit::responder::{EchoResponder, Responder};
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
 use crate::openapi;
+use crate::responder::{self, Responder};
 use crate::routes;
-use crate::settings::{IdempotencySettings, ResponderKind, Settings};
+use crate::settings::{IdempotencySettings, Settings};
 use crate::signed_urls::UrlSigner;
 use crate::state::AppState;
 
@@ -45,6 +45,16 @@ impl Application {
     /// Connects to the database (retrying while it wakes up), migrates it when configured, and
     /// binds the listener (port 0 picks a free one).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let responder = responder::from_settings(&settings.responder)?;
+        Self::build_with_responder(settings, responder).await
+    }
+
+    /// [`Application::build`], with a responder of the caller's own instead of the configured
+    /// one: how a Rust program plugs in its agent (as a Python one subclasses `ChatKitServer`).
+    pub async fn build_with_responder(
+        settings: Settings,
+        responder: Arc<dyn Responder>,
+    ) -> anyhow::Result<Self> {
         let verifier = TokenVerifier::from_settings(&settings.auth)?;
         let db = Db::connect(&settings.database).await.with_context(|| {
             format!("cannot connect to the database at {}", settings.database.redacted_url())
@@ -63,11 +73,6 @@ impl Application {
         let full_reads = Arc::new(tokio::sync::Semaphore::new(
             (settings.database.max_connections as usize / 4).max(1),
         ));
-        let responder: Arc<dyn Responder> = match settings.chatkit.responder {
-            ResponderKind::Echo => Arc::new(EchoResponder {
-                delay: Duration::from_millis(settings.chatkit.echo_delay_ms),
-            }),
-        };
         let state = AppState {
             responder,
             full_reads,

@@ -18,6 +18,6 @@ pub struct AppState {
     pub urls: UrlSigner,
     /// Permits for streamed full-history reads, each of which holds a pooled connection.
     pub full_reads: Arc<tokio::sync::Semaphore>,
-    /// What answers user messages in ChatKit threads.
-    pub responder: Arc<dyn crate::chatkit::responder::Responder>,
+    /// What answers ChatKit threads and agent turns.
+    pub responder: Arc<dyn crate::responder::Responder>,
 }

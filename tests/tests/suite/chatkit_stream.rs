@@ -1,19 +1,26 @@
-//! The streaming ChatKit requests answered so far: `threads.create` and
-//! `threads.add_user_message`, with the echo responder.
+//! The six streaming ChatKit requests with the echo responder (and a failing one): the events
+//! in the SDK's order, and what the database holds afterwards.
 
 use std::time::Duration;
 
-use chatstore_tests::{Backend, TestApp, dual_backend_tests, with_app, with_app_configured};
+use std::sync::Arc;
+
+use chatstore::responder::{
+    Message, RespondInput, Responder, ResponderError, ResponderEvent, TextStream,
+};
+use chatstore_tests::{
+    Backend, TestApp, dual_backend_tests, with_app, with_app_configured, with_app_responding,
+};
 use futures::StreamExt;
 use repositories::chatkit::{SortOrder, Store};
 use serde_json::{Value, json};
 
-fn input(text: &str) -> Value {
+pub(crate) fn input(text: &str) -> Value {
     json!({"content": [{"type": "input_text", "text": text}], "attachments": [], "inference_options": {}})
 }
 
 /// Sends a streaming request and reads every `data:` frame.
-async fn stream(app: &TestApp, user: &str, request: Value) -> (u16, Vec<Value>) {
+pub(crate) async fn stream(app: &TestApp, user: &str, request: Value) -> (u16, Vec<Value>) {
     let response = app
         .request(reqwest::Method::POST, "/chatkit", user)
         .header("content-type", "application/json")
@@ -39,11 +46,11 @@ async fn stream(app: &TestApp, user: &str, request: Value) -> (u16, Vec<Value>) 
     (status, events)
 }
 
-fn types(events: &[Value]) -> Vec<String> {
+pub(crate) fn types(events: &[Value]) -> Vec<String> {
     events.iter().map(|event| event["type"].as_str().unwrap().to_owned()).collect()
 }
 
-async fn stored_items(app: &TestApp, user: &str, thread_id: &str) -> Vec<Value> {
+pub(crate) async fn stored_items(app: &TestApp, user: &str, thread_id: &str) -> Vec<Value> {
     let page = app
         .db
         .chatkit()
@@ -135,7 +142,7 @@ async fn add_user_message_continues_a_thread(backend: Backend) {
 async fn a_disconnect_keeps_the_partial_answer_and_a_hidden_marker(backend: Backend) {
     with_app_configured(
         backend,
-        |settings| settings.chatkit.echo_delay_ms = 100,
+        |settings| settings.responder.echo_delay_ms = 100,
         async |app| {
             let text = (0..30).map(|n| format!("word{n}")).collect::<Vec<_>>().join(" ");
             let response = app
@@ -253,7 +260,191 @@ async fn client_tool_output_completes_the_pending_call(backend: Backend) {
     .await;
 }
 
+/// A thread of Alice's with one item of the given JSON (fields `id` and `type` at least).
+async fn thread_with(app: &TestApp, item: Value) -> String {
+    let (_, created) = stream(
+        app,
+        "alice",
+        json!({"type": "threads.create", "params": {"input": input("Start")}}),
+    )
+    .await;
+    let thread_id = created[0]["thread"]["id"].as_str().unwrap().to_owned();
+    let mut item = item;
+    item["thread_id"] = json!(thread_id);
+    item["created_at"] = json!("2099-01-01T00:00:00");
+    app.db.chatkit().add_thread_item(&thread_id, &item.to_string(), "alice").await.unwrap();
+    thread_id
+}
+
+async fn stored_item(app: &TestApp, thread_id: &str, item_id: &str) -> Value {
+    serde_json::from_str(
+        &app.db.chatkit().load_item(thread_id, item_id, "alice").await.unwrap().json,
+    )
+    .unwrap()
+}
+
+async fn structured_input_records_the_answers_and_replaces_the_item(backend: Backend) {
+    with_app(backend, async |app| {
+        let question = json!({"id": "msg_si", "type": "structured_input", "status": "pending", "inputs": [
+            {"id": "subject", "question": "Which?", "answer": null, "type": "multiple_choice", "options": [{"value": "Math"}, {"value": "Art"}], "multiple": false},
+            {"id": "tags", "question": "Tags?", "answer": null, "type": "multiple_choice", "options": [{"value": "a"}], "multiple": true},
+            {"id": "notes", "question": "Notes?", "answer": null, "type": "freeform", "description": "optional"},
+            {"id": "empty", "question": "Empty?", "answer": null, "type": "freeform"}]});
+        let thread_id = thread_with(app, question).await;
+        let request = json!({"type": "threads.add_structured_input", "params": {"thread_id": thread_id, "item_id": "msg_si",
+            "input": {"answers": {"subject": {"values": ["Math", "Art"]}, "tags": {"values": ["a", "b"]}, "empty": {"values": []}, "unknown": {"values": ["x"]}}}}});
+        let (status, events) = stream(app, "alice", request.clone()).await;
+        assert_eq!(status, 200);
+        // Echo has nothing to say without a user message: the replacement is the whole answer.
+        assert_eq!(types(&events), ["stream_options", "thread.item.replaced"]);
+        let answered = stored_item(app, &thread_id, "msg_si").await;
+        assert_eq!(answered["status"], "answered");
+        let answers: Vec<&Value> = answered["inputs"].as_array().unwrap().iter().map(|input| &input["answer"]).collect();
+        assert_eq!(answers, [
+            &json!({"values": ["Math"], "skipped": false}),      // one choice only
+            &json!({"values": ["a", "b"], "skipped": false}),    // multiple allowed
+            &json!({"values": [], "skipped": true}),             // missing
+            &json!({"values": [], "skipped": true}),             // empty
+        ]);
+        assert_eq!(events[1]["item"]["inputs"][0]["answer"], json!({"values": ["Math"], "skipped": false}));
+
+        // Answered already, not a structured input, or unknown: 4xx, and nothing changes.
+        app.post("/chatkit", "alice", &request.to_string()).await.assert_error(400, "invalid_request");
+        let first_message = stored_items(app, "alice", &thread_id).await[0]["id"].as_str().unwrap().to_owned();
+        let mut wrong = request.clone();
+        wrong["params"]["item_id"] = json!(first_message);
+        app.post("/chatkit", "alice", &wrong.to_string()).await.assert_error(400, "invalid_request");
+        wrong["params"]["item_id"] = json!("msg_nope");
+        app.post("/chatkit", "alice", &wrong.to_string()).await.assert_error(404, "not_found");
+        let mut malformed = request.clone();
+        malformed["params"]["input"]["status"] = json!("maybe");
+        app.post("/chatkit", "alice", &malformed.to_string()).await.assert_error(400, "invalid_request");
+        assert_eq!(stored_item(app, &thread_id, "msg_si").await, answered);
+        let (status, _) = stream(app, "bob", request).await;
+        assert_eq!(status, 404);
+    })
+    .await;
+}
+
+async fn a_skipped_structured_input_skips_every_question(backend: Backend) {
+    with_app(backend, async |app| {
+        let question = json!({"id": "msg_si", "type": "structured_input", "status": "pending", "inputs": [
+            {"id": "subject", "question": "Which?", "type": "multiple_choice", "options": [{"value": "Math"}]}]});
+        let thread_id = thread_with(app, question).await;
+        let (status, events) = stream(app, "alice", json!({"type": "threads.add_structured_input", "params": {"thread_id": thread_id, "item_id": "msg_si",
+            "input": {"status": "skipped", "answers": {"subject": {"values": ["Math"]}}}}})).await;
+        assert_eq!((status, types(&events)), (200, vec!["stream_options".to_owned(), "thread.item.replaced".to_owned()]));
+        let skipped = stored_item(app, &thread_id, "msg_si").await;
+        assert_eq!(skipped["status"], "skipped");
+        assert_eq!(skipped["inputs"][0]["answer"], json!({"values": [], "skipped": true}));
+    })
+    .await;
+}
+
+async fn custom_action_is_answered_by_the_responder(backend: Backend) {
+    with_app(backend, async |app| {
+        let widget = json!({"id": "msg_w1", "type": "widget", "widget": {"type": "Card", "children": []}});
+        let thread_id = thread_with(app, widget).await;
+        let action = json!({"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": "msg_w1", "action": {"type": "submit", "payload": {"x": 1}}}});
+        let (status, events) = stream(app, "alice", action).await;
+        assert_eq!(status, 200);
+        let kinds = types(&events);
+        assert_eq!(kinds[..3], ["stream_options", "thread.item.added", "thread.item.updated"]);
+        assert_eq!(kinds.last().unwrap(), "thread.item.done");
+        let items = stored_items(app, "alice", &thread_id).await;
+        let answer = stored_item(app, &thread_id, events.last().unwrap()["item"]["id"].as_str().unwrap()).await;
+        assert_eq!(answer["type"], "assistant_message");
+        assert_eq!(answer["content"][0]["text"], r#"Action submit {"x":1}"#);
+
+        // No sender is fine too.
+        let (_, events) = stream(app, "alice", json!({"type": "threads.custom_action", "params": {"thread_id": thread_id, "action": {"type": "refresh"}}})).await;
+        assert_eq!(types(&events).last().unwrap(), "thread.item.done");
+        assert_eq!(stored_items(app, "alice", &thread_id).await.len(), items.len() + 1);
+
+        // A sender that is not a widget: the SDK's bare error event, before stream_options.
+        let user_message = items[0]["id"].as_str().unwrap();
+        let (status, events) = stream(app, "alice", json!({"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": user_message, "action": {"type": "submit"}}})).await;
+        assert_eq!(status, 200);
+        assert_eq!(events, [json!({"type": "error", "code": "stream.error", "allow_retry": false})]);
+        // An unknown sender, a malformed action: 4xx before any stream.
+        app.post("/chatkit", "alice", &json!({"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": "msg_nope", "action": {"type": "submit"}}}).to_string())
+            .await.assert_error(404, "not_found");
+        app.post("/chatkit", "alice", &json!({"type": "threads.custom_action", "params": {"thread_id": thread_id, "action": {"payload": 1}}}).to_string())
+            .await.assert_error(400, "invalid_request");
+        assert_eq!(stored_items(app, "alice", &thread_id).await.len(), items.len() + 1);
+    })
+    .await;
+}
+
+/// Says one finished sentence, starts a second one, then fails with `error`.
+#[derive(Debug)]
+struct FailingResponder {
+    error: fn() -> ResponderError,
+}
+
+impl Responder for FailingResponder {
+    fn reply(&self, _conversation: Vec<Message>) -> TextStream {
+        Box::pin(futures::stream::iter([Ok("unused".to_owned())]))
+    }
+
+    fn respond(&self, input: RespondInput) -> chatstore::responder::EventStream {
+        let thread_id = input.thread["id"].clone();
+        let message = |id: &str, text: &str| {
+            json!({"id": id, "thread_id": thread_id, "created_at": "2099-01-01T00:00:00",
+            "type": "assistant_message", "content": [{"type": "output_text", "text": text, "annotations": []}]})
+        };
+        let events = vec![
+            Ok(ResponderEvent::Event(
+                json!({"type": "thread.item.done", "item": message("msg_said", "Finished.")}),
+            )),
+            Ok(ResponderEvent::Event(
+                json!({"type": "thread.item.added", "item": message("msg_half", "Half a")}),
+            )),
+            Err((self.error)()),
+            Ok(ResponderEvent::Event(
+                json!({"type": "thread.item.done", "item": message("msg_never", "never sent")}),
+            )),
+        ];
+        Box::pin(futures::stream::iter(events))
+    }
+}
+
+async fn a_failing_responder_ends_the_stream_with_an_error_event(backend: Backend) {
+    let custom =
+        || ResponderError::Custom { message: "The quota is used up.".into(), allow_retry: false };
+    with_app_responding(backend, Arc::new(FailingResponder { error: custom }), async |app| {
+        let (status, events) = stream(app, "alice", json!({"type": "threads.create", "params": {"input": input("Hi")}})).await;
+        assert_eq!(status, 200, "a failure inside the stream is not an HTTP error");
+        assert_eq!(types(&events), ["thread.created", "thread.item.done", "stream_options", "thread.item.done", "thread.item.added", "error"]);
+        assert_eq!(events.last().unwrap(), &json!({"type": "error", "code": "custom", "message": "The quota is used up.", "allow_retry": false}));
+        let thread_id = events[0]["thread"]["id"].as_str().unwrap();
+        let ids: Vec<String> = stored_items(app, "alice", thread_id).await.iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(ids.len(), 2, "the user's message and the finished answer; not the unfinished one: {ids:?}");
+        assert_eq!(ids[1], "msg_said");
+    })
+    .await;
+    let failed = || ResponderError::Failed("the database of secrets at 10.0.0.1 is down".into());
+    with_app_responding(backend, Arc::new(FailingResponder { error: failed }), async |app| {
+        let (_, events) = stream(
+            app,
+            "alice",
+            json!({"type": "threads.create", "params": {"input": input("Hi")}}),
+        )
+        .await;
+        // Other failures are not described to the client, who may retry.
+        assert_eq!(
+            events.last().unwrap(),
+            &json!({"type": "error", "code": "stream.error", "allow_retry": true})
+        );
+    })
+    .await;
+}
+
 dual_backend_tests!(
+    structured_input_records_the_answers_and_replaces_the_item,
+    a_skipped_structured_input_skips_every_question,
+    custom_action_is_answered_by_the_responder,
+    a_failing_responder_ends_the_stream_with_an_error_event,
     client_tool_output_completes_the_pending_call,
     retry_after_item_answers_again_without_what_followed,
     threads_create_streams_in_the_sdks_order_and_stores_what_it_sends,

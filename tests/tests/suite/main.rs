@@ -6,6 +6,8 @@
 mod agent_session;
 mod attachment_content;
 mod auth;
+mod chat_run;
+mod chatkit_openai;
 mod chatkit_protocol;
 mod chatkit_store;
 mod chatkit_stream;

@@ -2,11 +2,9 @@
 //! the store of `repositories::chatkit`.
 //!
 //! Requests are `{"type", "params", "metadata"}`; answers are JSON in ChatKit's wire form (see
-//! [`wire`]), or Server-Sent Events for `threads.create`, `threads.add_user_message`,
-//! `threads.retry_after_item` and `threads.add_client_tool_output` (see [`stream`]). The other streaming types are refused with a
-//! clear 400 for now.
+//! [`wire`]), or Server-Sent Events for the six streaming types (see [`stream`]), answered by
+//! the configured [`crate::responder::Responder`].
 
-pub mod responder;
 mod stream;
 mod wire;
 
@@ -27,16 +25,6 @@ const THREAD_ITEMS: u64 = 20;
 const DEFAULT_LIMIT: u64 = 20;
 /// Largest page a request may ask for.
 const MAX_LIMIT: i64 = 1000;
-
-/// Request types answered with a Server-Sent Events stream.
-const STREAMING_TYPES: [&str; 6] = [
-    "threads.create",
-    "threads.add_user_message",
-    "threads.add_client_tool_output",
-    "threads.add_structured_input",
-    "threads.retry_after_item",
-    "threads.custom_action",
-];
 
 /// The envelope every request shares; `metadata` is accepted and, as in the SDK, ignored.
 #[derive(Debug, Deserialize)]
@@ -223,9 +211,6 @@ async fn answer_json(
         }
         "input.transcribe" | "threads.sync_custom_action" => Err(ApiError::invalid(format!(
             "{kind} is not available: this server has no handler configured for it"
-        ))),
-        kind if STREAMING_TYPES.contains(&kind) => Err(ApiError::invalid(format!(
-            "{kind} is a streaming request this server does not answer yet"
         ))),
         other => Err(ApiError::invalid(format!("unknown ChatKit request type {other:?}"))),
     }

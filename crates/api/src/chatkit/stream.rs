@@ -2,20 +2,21 @@
 //! event by event as `ChatKitServer._process_events` does.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::body::Bytes;
+use axum::response::Response;
 use futures::StreamExt;
 use repositories::chatkit::{DbStore, SortOrder, Store, StoreItemType};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::responder::{RespondInput, Responder, ResponderEvent, naive_now};
 use super::{params, parse_json, wire};
 use crate::error::{ApiError, ApiResult};
+use crate::responder::{
+    ActionInput, RespondInput, Responder, ResponderError, ResponderEvent, naive_now,
+};
+use crate::sse;
 use crate::state::AppState;
 
 /// What the SDK stores when a client stops a stream, for the model to see next time.
@@ -49,6 +50,54 @@ struct RetryParams {
 }
 
 #[derive(Debug, Deserialize)]
+struct StructuredInputParams {
+    thread_id: String,
+    item_id: String,
+    input: StructuredInputSubmission,
+}
+
+/// The user's answers to a pending structured input item.
+#[derive(Debug, Deserialize)]
+struct StructuredInputSubmission {
+    #[serde(default)]
+    status: SubmissionStatus,
+    #[serde(default)]
+    answers: HashMap<String, AnswerSubmission>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum SubmissionStatus {
+    #[default]
+    Answered,
+    Skipped,
+}
+
+#[derive(Debug, Deserialize)]
+struct AnswerSubmission {
+    #[serde(default)]
+    values: Vec<String>,
+    #[serde(default)]
+    skipped: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct CustomActionParams {
+    thread_id: String,
+    #[serde(default)]
+    item_id: Option<String>,
+    action: Action,
+}
+
+#[derive(Debug, Deserialize)]
+struct Action {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    payload: Value,
+}
+
+#[derive(Debug, Deserialize)]
 struct AddUserMessageParams {
     input: UserMessageInput,
     thread_id: String,
@@ -59,11 +108,11 @@ fn frame(mut event: Value) -> Bytes {
     if let Some(item) = event.get_mut("item") {
         *item = wire::item(std::mem::take(item));
     }
-    Bytes::from(format!("data: {}\n\n", wire::drop_nulls(event)))
+    sse::frame(&wire::drop_nulls(event))
 }
 
-/// Answers `threads.create`, `threads.add_user_message`, `threads.retry_after_item` and
-/// `threads.add_client_tool_output`; other request types are not handled here (`None`).
+/// Answers the six streaming request types; other request types are not handled here
+/// (`None`).
 pub(crate) async fn start(
     state: &AppState,
     user: &str,
@@ -100,6 +149,22 @@ pub(crate) async fn start(
             };
             add_client_tool_output(state, &store, user, &thread_id, result).await
         }
+        "threads.add_structured_input" => {
+            let StructuredInputParams { thread_id, item_id, input } =
+                match params(kind, params_value) {
+                    Ok(p) => p,
+                    Err(err) => return Some(Err(err)),
+                };
+            add_structured_input(state, &store, user, &thread_id, &item_id, input).await
+        }
+        "threads.custom_action" => {
+            let CustomActionParams { thread_id, item_id, action } = match params(kind, params_value)
+            {
+                Ok(p) => p,
+                Err(err) => return Some(Err(err)),
+            };
+            custom_action(state, &store, user, &thread_id, item_id.as_deref(), action).await
+        }
         _ => return None,
     };
     Some(answer)
@@ -123,7 +188,7 @@ async fn create(
     let mut prelude = vec![frame(created)];
     let user_message = store_user_message(store, user, &thread, input, attachments).await?;
     prelude.push(frame(json!({"type": "thread.item.done", "item": user_message})));
-    Ok(respond(state, user, thread, Some(user_message), prelude))
+    Ok(respond(state, user, thread, prelude, Turn::answer(Some(user_message))))
 }
 
 async fn add_user_message(
@@ -137,7 +202,7 @@ async fn add_user_message(
     let attachments = load_attachments(store, user, &input.attachments).await?;
     let user_message = store_user_message(store, user, &thread, input, attachments).await?;
     let prelude = vec![frame(json!({"type": "thread.item.done", "item": user_message}))];
-    Ok(respond(state, user, thread, Some(user_message), prelude))
+    Ok(respond(state, user, thread, prelude, Turn::answer(Some(user_message))))
 }
 
 /// `threads.add_client_tool_output`: the newest item must be a pending client tool call; it
@@ -172,7 +237,7 @@ async fn add_client_tool_output(
             store.delete_thread_item(thread_id, &item.id, user).await?;
         }
     }
-    Ok(respond(state, user, thread, None, Vec::new()))
+    Ok(respond(state, user, thread, Vec::new(), Turn::answer(None)))
 }
 
 /// Items read per page while looking for the item to retry after, as the SDK does.
@@ -206,7 +271,7 @@ async fn retry_after_item(
         }
     };
     let Some(user_message) = found else {
-        return Ok(event_stream(futures::stream::empty()));
+        return Ok(sse::response(futures::stream::empty()));
     };
     if user_message["type"] != "user_message" {
         return Err(ApiError::invalid(format!("item {item_id:?} is not a user message")));
@@ -214,7 +279,91 @@ async fn retry_after_item(
     for id in &newer {
         store.delete_thread_item(thread_id, id, user).await?;
     }
-    Ok(respond(state, user, thread, Some(user_message), Vec::new()))
+    Ok(respond(state, user, thread, Vec::new(), Turn::answer(Some(user_message))))
+}
+
+/// `threads.add_structured_input`: the item must be a pending structured input; the answers
+/// are applied as the SDK does, the item is replaced (through the event pipeline, so it is
+/// saved like any replacement), and the responder carries on without a new user message.
+async fn add_structured_input(
+    state: &AppState,
+    store: &DbStore,
+    user: &str,
+    thread_id: &str,
+    item_id: &str,
+    submission: StructuredInputSubmission,
+) -> ApiResult<Response> {
+    let thread = parse_json(&store.load_thread(thread_id, user).await?.json)?;
+    let mut item = parse_json(&store.load_item(thread_id, item_id, user).await?.json)?;
+    if item["type"] != "structured_input" {
+        return Err(ApiError::invalid(format!("item {item_id:?} is not a structured input")));
+    }
+    if item["status"] != "pending" {
+        return Err(ApiError::invalid(format!("structured input {item_id:?} is not pending")));
+    }
+    apply_answers(&mut item, submission);
+    let replaced = json!({"type": "thread.item.replaced", "item": item});
+    let turn = Turn::Respond { user_message: None, first: vec![replaced] };
+    Ok(respond(state, user, thread, Vec::new(), turn))
+}
+
+/// Records the answers on each input: a missing, skipped or empty answer (or a skipped
+/// submission) is `skipped`; a single-choice input keeps its first value. Answers to inputs
+/// the item does not have are ignored.
+fn apply_answers(item: &mut Value, mut submission: StructuredInputSubmission) {
+    let item_id = item["id"].as_str().unwrap_or_default().to_owned();
+    let inputs = item["inputs"].as_array_mut().map(std::mem::take).unwrap_or_default();
+    let mut updated = Vec::with_capacity(inputs.len());
+    for mut input in inputs {
+        let id = input["id"].as_str().unwrap_or_default().to_owned();
+        let answer = submission.answers.remove(&id).filter(|answer| {
+            submission.status == SubmissionStatus::Answered
+                && !answer.skipped
+                && !answer.values.is_empty()
+        });
+        input["answer"] = match answer {
+            None => json!({"values": [], "skipped": true}),
+            Some(mut answer) => {
+                if input["type"] == "multiple_choice" && input["multiple"] != true {
+                    answer.values.truncate(1);
+                }
+                json!({"values": answer.values, "skipped": false})
+            }
+        };
+        updated.push(input);
+    }
+    if !submission.answers.is_empty() {
+        let unknown: Vec<&String> = submission.answers.keys().collect();
+        tracing::warn!(item = %item_id, ?unknown, "ignored answers to inputs the item does not have");
+    }
+    item["inputs"] = Value::Array(updated);
+    item["status"] = json!(match submission.status {
+        SubmissionStatus::Answered => "answered",
+        SubmissionStatus::Skipped => "skipped",
+    });
+}
+
+/// `threads.custom_action`: a widget action, answered by the responder's `action`. A sender
+/// that is not a widget gets the SDK's bare `stream.error` event and nothing else.
+async fn custom_action(
+    state: &AppState,
+    store: &DbStore,
+    user: &str,
+    thread_id: &str,
+    item_id: Option<&str>,
+    action: Action,
+) -> ApiResult<Response> {
+    let thread = parse_json(&store.load_thread(thread_id, user).await?.json)?;
+    let sender = match item_id.filter(|id| !id.is_empty()) {
+        Some(item_id) => Some(parse_json(&store.load_item(thread_id, item_id, user).await?.json)?),
+        None => None,
+    };
+    if sender.as_ref().is_some_and(|item| item["type"] != "widget") {
+        let error = json!({"type": "error", "code": "stream.error", "allow_retry": false});
+        return Ok(sse::response(futures::stream::iter([frame(error)])));
+    }
+    let action = json!({"type": action.kind, "payload": action.payload});
+    Ok(respond(state, user, thread, Vec::new(), Turn::Action { action, sender }))
 }
 
 async fn load_attachments(store: &DbStore, user: &str, ids: &[String]) -> ApiResult<Vec<Value>> {
@@ -252,33 +401,51 @@ async fn store_user_message(
     parse_json(&saved.stored.json)
 }
 
-/// The SSE response: the prelude, `stream_options`, then the responder's events, each
-/// persisted before it is sent.
+/// What the responder is asked for, once the stream has started.
+enum Turn {
+    /// `respond(thread, user_message)`, after `first`: events of the request's own (a
+    /// structured input's replacement), persisted and sent like the responder's.
+    Respond { user_message: Option<Value>, first: Vec<Value> },
+    /// `action(thread, action, sender)`.
+    Action { action: Value, sender: Option<Value> },
+}
+
+impl Turn {
+    fn answer(user_message: Option<Value>) -> Self {
+        Self::Respond { user_message, first: Vec::new() }
+    }
+}
+
+/// The SSE response: the prelude, `stream_options`, then the turn's events, each persisted
+/// before it is sent.
 fn respond(
     state: &AppState,
     user: &str,
     thread: Value,
-    user_message: Option<Value>,
     prelude: Vec<Bytes>,
+    turn: Turn,
 ) -> Response {
-    let (sender, mut receiver) = mpsc::channel::<Bytes>(16);
+    let (sender, response) = sse::channel();
     let store = state.db.chatkit();
     let responder = state.responder.clone();
     let user = user.to_owned();
     tokio::spawn(async move {
         let mut pipeline = Pipeline { store, user, thread, pending: HashMap::new(), sender };
-        pipeline.run(responder, user_message, prelude).await;
+        pipeline.run(&*responder, turn, prelude).await;
     });
-    event_stream(futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)))
+    response
 }
 
-/// A `text/event-stream` response of the given frames.
-fn event_stream(frames: impl futures::Stream<Item = Bytes> + Send + 'static) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
-        Body::from_stream(frames.map(Ok::<_, std::io::Error>)),
-    )
-        .into_response()
+/// The `error` event a failed responder ends the stream with, as `_process_events` sends it.
+fn error_event(error: &ResponderError) -> Value {
+    match error {
+        ResponderError::Custom { message, allow_retry } => {
+            json!({"type": "error", "code": "custom", "message": message, "allow_retry": allow_retry})
+        }
+        ResponderError::Failed(_) => {
+            json!({"type": "error", "code": "stream.error", "allow_retry": true})
+        }
+    }
 }
 
 struct Pipeline {
@@ -291,50 +458,106 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    async fn run(
-        &mut self,
-        responder: Arc<dyn Responder>,
-        user_message: Option<Value>,
-        prelude: Vec<Bytes>,
-    ) {
-        for chunk in prelude {
+    async fn run(&mut self, responder: &dyn Responder, turn: Turn, prelude: Vec<Bytes>) {
+        let options = json!({"type": "stream_options", "stream_options": {"allow_cancel": true}});
+        for chunk in prelude.into_iter().chain([frame(options)]) {
             if self.sender.send(chunk).await.is_err() {
                 return self.cancelled().await;
             }
         }
-        let options = json!({"type": "stream_options", "stream_options": {"allow_cancel": true}});
-        if self.sender.send(frame(options)).await.is_err() {
-            return self.cancelled().await;
-        }
-        let thread_id = self.thread_id();
-        let message_id =
-            self.store.generate_item_id(StoreItemType::Message, &thread_id, &self.user);
-        let mut events = responder.respond(RespondInput {
-            thread: self.thread.clone(),
-            user_message,
-            message_id,
-        });
-        while let Some(event) = events.next().await {
-            let outcome = match event {
-                Ok(event) => self.handle(event).await,
-                Err(err) => Err(err.to_string()),
-            };
-            match outcome {
-                Ok(true) => {}
-                Ok(false) => return self.cancelled().await,
-                Err(reason) => {
-                    tracing::warn!(%reason, "a ChatKit responder failed");
-                    let error =
-                        json!({"type": "error", "code": "stream.error", "allow_retry": true});
-                    let _ = self.sender.send(frame(error)).await;
-                    return;
+        let mut events = match turn {
+            Turn::Respond { user_message, first } => {
+                for event in first {
+                    if !self.deliver(Ok(ResponderEvent::Event(event))).await {
+                        return;
+                    }
                 }
+                match self.respond_input(responder, user_message).await {
+                    Ok(input) => responder.respond(input),
+                    Err(err) => {
+                        self.deliver(Err(err)).await;
+                        return;
+                    }
+                }
+            }
+            Turn::Action { action, sender } => responder.action(ActionInput {
+                thread: self.thread.clone(),
+                action,
+                sender,
+                message_id: self.new_message_id(),
+            }),
+        };
+        loop {
+            // A client that leaves while the responder thinks is noticed at once, so a model
+            // call nobody will read is dropped rather than paid for.
+            let event = tokio::select! {
+                event = events.next() => event,
+                () = self.sender.closed() => return self.cancelled().await,
+            };
+            let Some(event) = event else { return };
+            if !self.deliver(event).await {
+                return;
             }
         }
     }
 
+    /// What `respond` gets: the thread, the new user message, and as much of the thread's
+    /// history as the responder reads.
+    async fn respond_input(
+        &self,
+        responder: &dyn Responder,
+        user_message: Option<Value>,
+    ) -> Result<RespondInput, ResponderError> {
+        let wanted = responder.history_items();
+        let mut history = Vec::new();
+        if wanted > 0 {
+            let newest = self
+                .store
+                .load_thread_items(&self.thread_id(), None, wanted, SortOrder::Desc, &self.user)
+                .await
+                .map_err(|err| ResponderError::Failed(err.to_string()))?;
+            for item in newest.data.iter().rev() {
+                history.push(
+                    serde_json::from_str(&item.json)
+                        .map_err(|err| ResponderError::Failed(err.to_string()))?,
+                );
+            }
+        }
+        Ok(RespondInput {
+            thread: self.thread.clone(),
+            user_message,
+            history,
+            message_id: self.new_message_id(),
+        })
+    }
+
     fn thread_id(&self) -> String {
         self.thread["id"].as_str().unwrap_or_default().to_owned()
+    }
+
+    fn new_message_id(&self) -> String {
+        self.store.generate_item_id(StoreItemType::Message, &self.thread_id(), &self.user)
+    }
+
+    /// Persists and sends one event, or ends the stream with the responder's error; `false`
+    /// once the stream is over (failed, or the client left).
+    async fn deliver(&mut self, event: Result<ResponderEvent, ResponderError>) -> bool {
+        let outcome = match event {
+            Ok(event) => self.handle(event).await.map_err(ResponderError::Failed),
+            Err(err) => Err(err),
+        };
+        match outcome {
+            Ok(true) => true,
+            Ok(false) => {
+                self.cancelled().await;
+                false
+            }
+            Err(err) => {
+                tracing::warn!(reason = %err, "a ChatKit responder failed");
+                let _ = self.sender.send(frame(error_event(&err))).await;
+                false
+            }
+        }
     }
 
     /// Persists and sends one event; `Ok(false)` when the client is gone.

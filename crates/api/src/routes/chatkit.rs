@@ -42,12 +42,12 @@ pub(crate) fn router() -> Router<AppState> {
 
 /// One ChatKit request (`{"type", "params", "metadata"}`), answered in ChatKit's wire form:
 /// `threads.get_by_id`, `threads.list`, `items.list`, `threads.update`, `threads.delete`,
-/// `items.feedback`, `attachments.create`, `attachments.delete`. `input.transcribe` and
-/// `threads.sync_custom_action` answer 400 while no handler is configured. `threads.create`,
-/// `threads.add_user_message`, `threads.retry_after_item` and `threads.add_client_tool_output`
-/// answer `text/event-stream`
-/// (`data: <json>` frames) from the configured responder; the other streaming types answer 400
-/// for now.
+/// `items.feedback`, `attachments.create`, `attachments.delete` as JSON; `threads.create`,
+/// `threads.add_user_message`, `threads.add_client_tool_output`,
+/// `threads.add_structured_input`, `threads.retry_after_item` and `threads.custom_action` as
+/// `text/event-stream` (`data: <json>` frames) from the configured responder.
+/// `input.transcribe` and `threads.sync_custom_action` answer 400 while no handler is
+/// configured.
 #[utoipa::path(post, path = "/chatkit", tag = "chatkit",
     request_body(content = Object, description = "A ChatKit request"),
     security(("bearer" = [])),

@@ -14,6 +14,7 @@ pub(crate) mod attachment_content;
 pub(crate) mod chatkit;
 pub(crate) mod chats;
 pub(crate) mod health;
+pub(crate) mod run;
 pub(crate) mod sessions;
 pub(crate) mod threads;
 
@@ -31,6 +32,7 @@ pub(crate) fn router(settings: &Settings) -> Router<AppState> {
         .merge(sessions::router())
         .merge(chats::router())
         .merge(chatkit::router())
+        .merge(run::router())
         .merge(threads::router())
 }
 
