@@ -123,7 +123,9 @@ async def process_stream(
 
 
 def decode_sse(body: bytes) -> list[dict[str, Any]]:
-    """``data: <compact json>\\n\\n`` frames, nothing else."""
+    """``data: <compact json>\\n\\n`` frames, nothing else (an empty stream has none)."""
+    if not body:
+        return []
     assert body.endswith(b"\n\n"), body[-200:]
     events = []
     for frame in body[:-2].split(b"\n\n"):
