@@ -230,3 +230,27 @@ async def test_streamed_run_uses_the_session(server, make_session) -> None:
         user("What was the number?"),
         assistant("It was 42.", "msg_1"),
     ]
+
+
+async def test_runner_continues_a_conversation_of_chat_run(server, make_session) -> None:
+    """Turns taken by ``POST /chat/run`` are memory the SDK's runner reads as its own."""
+    first = server.request(
+        "POST",
+        "/chat/run",
+        json={"input": "My name is Ada", "session_id": "shared", "stream": False},
+    )
+    assert first.status_code == 200, first.text
+    answer = first.json()["items"][1]
+    assert answer == assistant("My name is Ada", answer["id"])  # the echo responder's answer
+
+    model = ScriptedModel([[assistant_message("Your name is Ada.", item_id="msg_sdk")]])
+    agent = Agent(name="assistant", instructions="Be brief.", model=model)
+    session = make_session("shared")
+    result = await Runner.run(agent, "What is my name?", session=session, run_config=RUN_CONFIG)
+    assert result.final_output == "Your name is Ada."
+    assert model.calls[0].input == [
+        user("My name is Ada"),
+        assistant("My name is Ada", answer["id"]),
+        user("What is my name?"),
+    ]
+    assert len(server.stored_items("shared")) == 4

@@ -55,7 +55,7 @@ async fn a_turn_is_answered_and_remembered(backend: Backend) {
         assert_eq!(items[1]["type"], "message");
         assert_eq!(
             items[1]["content"][0],
-            json!({"type": "output_text", "text": "Hello there", "annotations": []})
+            json!({"type": "output_text", "text": "Hello there", "annotations": [], "logprobs": []})
         );
 
         // Streamed, on the same session.

@@ -120,7 +120,8 @@ struct Turn {
 }
 
 impl Turn {
-    /// Appends the user's message and the answer to the session, in one batch.
+    /// Appends the user's message and the answer to the session, in one batch, shaped as the
+    /// Agents SDK's `Runner` stores a plain-string input and a final output message.
     async fn store(&self, output: String) -> ApiResult<RunResult> {
         let items = vec![
             json!({"role": "user", "content": self.input}),
@@ -129,7 +130,7 @@ impl Turn {
                 "type": "message",
                 "role": "assistant",
                 "status": "completed",
-                "content": [{"type": "output_text", "text": output, "annotations": []}],
+                "content": [{"type": "output_text", "text": output, "annotations": [], "logprobs": []}],
             }),
         ];
         let texts: Vec<String> = items.iter().map(Value::to_string).collect();
