@@ -73,6 +73,8 @@ async fn openapi_documents_every_route_and_docs_page_is_served(backend: Backend)
             ("/chats/{chat_id}", "get"),
             ("/chats/{chat_id}", "put"),
             ("/chats/{chat_id}", "delete"),
+            ("/chatkit", "post"),
+            ("/chat/run", "post"),
         ] {
             assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path}");
         }
