@@ -32,7 +32,8 @@ pub enum ApiError {
     /// The database (or another dependency) cannot be reached right now; the client may retry.
     #[error("the service is temporarily unavailable; retry shortly")]
     Unavailable(#[source] anyhow::Error),
-    /// The model behind the responder failed (or refused); the client may retry.
+    /// The model behind the responder failed (or refused): to the client, like any other
+    /// dependency that is unavailable, so it may retry.
     #[error("{}", model_failure_message(.0))]
     ModelFailed(ResponderError),
     /// A bug or an unexpected failure; the cause is logged, the client sees a generic message.
@@ -63,8 +64,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::ModelFailed(_) => StatusCode::BAD_GATEWAY,
+            Self::Unavailable(_) | Self::ModelFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -94,8 +94,7 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
-            Self::Unavailable(_) => "unavailable",
-            Self::ModelFailed(_) => "model_failed",
+            Self::Unavailable(_) | Self::ModelFailed(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -110,7 +109,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// One of `invalid_request`, `unauthorized`, `not_found`, `conflict`, `payload_too_large`,
-    /// `unsupported_media_type`, `unavailable`, `model_failed`, `internal`.
+    /// `unsupported_media_type`, `unavailable`, `internal`.
     pub code: String,
     /// A sentence for a person.
     pub message: String,
@@ -128,7 +127,7 @@ impl IntoResponse for ApiError {
             Self::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Self::Unavailable(_) => {
+            Self::Unavailable(_) | Self::ModelFailed(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
             }
             _ => {}

@@ -21,3 +21,10 @@ pub struct AppState {
     /// What answers ChatKit threads and agent turns.
     pub responder: Arc<dyn crate::responder::Responder>,
 }
+
+impl AppState {
+    /// How long a streaming client may take to accept the next frame before it counts as gone.
+    pub fn stalled_client(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.settings.server.stalled_read_timeout_secs)
+    }
+}

@@ -2,10 +2,14 @@
 //! only when the answer is complete.
 
 use chatstore::settings::ResponderKind;
+use chatstore::settings::Settings;
 use chatstore_tests::{
     Backend, FakeAnswer, FakeModel, TestApp, dual_backend_tests, with_app, with_app_configured,
 };
+use futures::StreamExt;
 use serde_json::{Value, json};
+
+use crate::chatkit_openai::{eventually, with_model_configured};
 
 async fn session_items(app: &TestApp, user: &str, session: &str) -> Vec<Value> {
     let answer = app.get(&format!("/sessions/{session}/items"), user).await;
@@ -148,13 +152,107 @@ async fn the_model_remembers_an_earlier_turn(backend: Backend) {
         // session is as it was, so the turn can be retried.
         let events = run_streamed(app, "alice", json!({"input": "And my city?", "session_id": "ada"})).await;
         let last = events.last().unwrap();
-        assert_eq!((last["type"].as_str(), last["code"].as_str()), (Some("error"), Some("model_failed")));
+        assert_eq!((last["type"].as_str(), last["code"].as_str()), (Some("error"), Some("unavailable")));
         assert_eq!(events[1], json!({"type": "output_text.delta", "delta": "I think"}));
         let refused = app.post("/chat/run", "alice", &json!({"input": "And my city?", "session_id": "ada", "stream": false}).to_string()).await;
-        refused.assert_error(502, "model_failed");
+        refused.assert_error(503, "unavailable");
+        assert_eq!(refused.headers["retry-after"], "1");
         assert!(!refused.text.contains("overloaded"), "upstream details stay in the log: {}", refused.text);
         assert_eq!(session_items(app, "alice", "ada").await.len(), 6);
     })
+    .await;
+}
+
+/// The streaming wire format as OpenAI-compatible servers really send it: keep-alive comments,
+/// data-less events, a `finish_reason` without `[DONE]`; and the ways an answer can fail.
+async fn the_openai_responder_reads_the_wire_format_fairly(backend: Backend) {
+    let model = FakeModel::start(vec![
+        FakeAnswer::Raw(concat!(
+            ": OPENROUTER PROCESSING\n\n",
+            "event: ping\ndata:\n\n",
+            r#"data: {"choices":[{"index":0,"delta":{"content":"Trunc"},"finish_reason":null}]}"#, "\n\n",
+            r#"data: {"choices":[{"index":1,"delta":{"content":"other choice"},"finish_reason":null}]}"#, "\n\n",
+            r#"data: {"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#, "\n\n",
+        )),
+        FakeAnswer::Raw(concat!(
+            r#"data: {"choices":[{"index":0,"delta":{"content":"Half"},"finish_reason":null}]}"#, "\n\n",
+            r#"data: {"error":{"message":"upstream overloaded"}}"#, "\n\n",
+        )),
+        FakeAnswer::Raw(concat!(
+            r#"data: {"choices":[{"index":0,"delta":{"content":"Ends"},"finish_reason":null}]}"#, "\n\n",
+        )),
+        FakeAnswer::Raw(concat!(
+            r#"data: {"choices":[{"index":0,"delta":{"content":"Bad"},"finish_reason":"content_filter"}]}"#, "\n\n",
+            "data: [DONE]\n\n",
+        )),
+        FakeAnswer::Raw("data: not json\n\n"),
+        FakeAnswer::Silent(vec![]),
+    ])
+    .await;
+    let settings = |settings: &mut Settings| settings.responder.openai.read_timeout_secs = 1;
+    with_model_configured(backend, &model, settings, async |app| {
+        let run = async |input: &str| {
+            app.post(
+                "/chat/run",
+                "alice",
+                &json!({"input": input, "session_id": "s", "stream": false}).to_string(),
+            )
+            .await
+        };
+        // Comments and data-less events are skipped, other choices ignored; a truncated
+        // answer (finish_reason "length") is still the model's answer.
+        let truncated = run("One").await;
+        assert_eq!(truncated.status, 200, "{}", truncated.text);
+        assert_eq!(truncated.json()["output"], "Trunc");
+        // An error chunk, an end without a finish, a chunk that is not JSON, silence: 503,
+        // nothing stored.
+        for input in ["Two", "Three"] {
+            run(input).await.assert_error(503, "unavailable");
+        }
+        // The content filter's refusal is said as such.
+        let filtered = run("Four").await;
+        filtered.assert_error(503, "unavailable");
+        assert!(
+            filtered.json()["error"]["message"].as_str().unwrap().contains("content filter"),
+            "{}",
+            filtered.text
+        );
+        for input in ["Five", "Six"] {
+            run(input).await.assert_error(503, "unavailable");
+        }
+        assert_eq!(
+            session_items(app, "alice", "s").await.len(),
+            2,
+            "only the first turn is stored"
+        );
+    })
+    .await;
+}
+
+async fn a_run_abandoned_mid_answer_stores_nothing(backend: Backend) {
+    let model = FakeModel::start(vec![FakeAnswer::Silent(vec!["Partial"])]).await;
+    with_model_configured(
+        backend,
+        &model,
+        |_| {},
+        async |app| {
+            let response = app
+                .request(reqwest::Method::POST, "/chat/run", "alice")
+                .header("content-type", "application/json")
+                .body(json!({"input": "Hi", "session_id": "left"}).to_string())
+                .send()
+                .await
+                .unwrap();
+            let mut body = response.bytes_stream();
+            let mut seen = String::new();
+            while !seen.contains("Partial") {
+                seen.push_str(&String::from_utf8_lossy(&body.next().await.unwrap().unwrap()));
+            }
+            drop(body);
+            eventually("the model call ending", async || model.abandoned() == 1).await;
+            assert!(session_items(app, "alice", "left").await.is_empty());
+        },
+    )
     .await;
 }
 
@@ -162,4 +260,6 @@ dual_backend_tests!(
     a_turn_is_answered_and_remembered,
     bad_runs_are_refused_and_store_nothing,
     the_model_remembers_an_earlier_turn,
+    the_openai_responder_reads_the_wire_format_fairly,
+    a_run_abandoned_mid_answer_stores_nothing,
 );

@@ -2,13 +2,17 @@
 //! wire format: what it is asked (the thread's history as chat messages), what the client is
 //! streamed, what is stored, and what a failing endpoint leaves behind.
 
-use chatstore::settings::ResponderKind;
+use std::time::Duration;
+
+use chatstore::settings::{ResponderKind, Settings};
 use chatstore_tests::{
     Backend, FakeAnswer, FakeModel, TestApp, dual_backend_tests, with_app_configured,
 };
+use futures::StreamExt;
 use repositories::chatkit::Store;
 use secrecy::SecretString;
 use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
 
 use crate::chatkit_stream::{input, stored_items, stream, types};
 
@@ -16,6 +20,16 @@ const KEY: &str = "sk-test-0123456789abcdef";
 
 /// Runs `test` with a server whose responder is the fake model at `model`.
 async fn with_model(backend: Backend, model: &FakeModel, test: impl AsyncFnOnce(&TestApp)) {
+    with_model_configured(backend, model, |_| {}, test).await;
+}
+
+/// `with_model`, with the settings adjusted by `customize` too.
+pub(crate) async fn with_model_configured(
+    backend: Backend,
+    model: &FakeModel,
+    customize: impl FnOnce(&mut Settings),
+    test: impl AsyncFnOnce(&TestApp),
+) {
     let base_url = model.base_url.clone();
     with_app_configured(
         backend,
@@ -25,10 +39,22 @@ async fn with_model(backend: Backend, model: &FakeModel, test: impl AsyncFnOnce(
             settings.responder.openai.model = "fake-model".into();
             settings.responder.openai.api_key = Some(SecretString::from(KEY));
             settings.responder.openai.instructions = Some("Be brief.".into());
+            customize(settings);
         },
         test,
     )
     .await;
+}
+
+/// Waits (up to 20 s) until `done` holds; a hang is a failure.
+pub(crate) async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not happen within 20 s");
 }
 
 fn text_of(events: &[Value]) -> String {
@@ -147,8 +173,76 @@ async fn client_tool_calls_reach_the_model_as_tool_messages(backend: Backend) {
     .await;
 }
 
+/// A client that leaves while the model is still thinking (sending nothing) is noticed at
+/// once: the model call is dropped, and what was said is kept with the hidden marker.
+async fn a_client_that_leaves_while_the_model_thinks_ends_the_model_call(backend: Backend) {
+    let model = FakeModel::start(vec![FakeAnswer::Silent(vec!["Let me think"])]).await;
+    with_model(backend, &model, async |app| {
+        let request =
+            json!({"type": "threads.create", "params": {"input": input("Hard question")}});
+        let response = app
+            .request(reqwest::Method::POST, "/chatkit", "alice")
+            .header("content-type", "application/json")
+            .body(request.to_string())
+            .send()
+            .await
+            .unwrap();
+        let mut body = response.bytes_stream();
+        let mut seen = String::new();
+        while !seen.contains("Let me think") {
+            seen.push_str(&String::from_utf8_lossy(&body.next().await.unwrap().unwrap()));
+        }
+        let thread_id =
+            seen.split(r#""id":""#).nth(1).unwrap().split('"').next().unwrap().to_owned();
+        drop(body); // the client leaves; the model is still "thinking"
+        eventually("the model call ending", async || model.abandoned() == 1).await;
+        eventually("the marker being stored", async || {
+            stored_items(app, "alice", &thread_id).await.len() == 3
+        })
+        .await;
+        let items = stored_items(app, "alice", &thread_id).await;
+        let kinds: Vec<&str> = items.iter().map(|i| i["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["user_message", "assistant_message", "sdk_hidden_context"]);
+        assert_eq!(items[1]["content"][0]["text"], "Let me think");
+    })
+    .await;
+}
+
+/// A client that keeps its connection open but stops reading is let go after
+/// `server.stalled_read_timeout_secs`, so it cannot hold a model call (or a task) forever.
+async fn a_client_that_stops_reading_is_let_go(backend: Backend) {
+    let model = FakeModel::start(vec![FakeAnswer::Endless]).await;
+    with_model_configured(backend, &model, |settings| settings.server.stalled_read_timeout_secs = 1, async |app| {
+        let body = json!({"type": "threads.create", "params": {"input": input("Talk forever")}}).to_string();
+        let address = app.address.trim_start_matches("http://");
+        let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+        let head = format!(
+            "POST /chatkit HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            app.token("alice"),
+            body.len()
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        socket.write_all(body.as_bytes()).await.unwrap();
+        // ... and never reads.
+        eventually("the model call ending", async || model.abandoned() == 1).await;
+        let threads = app.db.chatkit().load_threads(10, None, repositories::chatkit::SortOrder::Desc, "alice").await.unwrap();
+        let thread_id = threads.data[0].id.clone();
+        eventually("the marker being stored", async || {
+            stored_items(app, "alice", &thread_id).await.iter().any(|i| i["type"] == "sdk_hidden_context")
+        })
+        .await;
+        let items = stored_items(app, "alice", &thread_id).await;
+        assert_eq!(items[1]["type"], "assistant_message", "what was said so far is kept");
+        assert!(items[1]["content"][0]["text"].as_str().unwrap().starts_with("and on "));
+        drop(socket);
+    })
+    .await;
+}
+
 dual_backend_tests!(
     the_model_streams_the_answer_and_sees_the_history,
     a_model_that_fails_mid_answer_leaves_no_half_answer,
     client_tool_calls_reach_the_model_as_tool_messages,
+    a_client_that_leaves_while_the_model_thinks_ends_the_model_call,
+    a_client_that_stops_reading_is_let_go,
 );

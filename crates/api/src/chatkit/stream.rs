@@ -9,7 +9,6 @@ use futures::StreamExt;
 use repositories::chatkit::{DbStore, SortOrder, Store, StoreItemType};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use super::{params, parse_json, wire};
 use crate::error::{ApiError, ApiResult};
@@ -18,6 +17,9 @@ use crate::responder::{
 };
 use crate::sse;
 use crate::state::AppState;
+
+/// Empty content parts added to reach an update's `content_index`, at most.
+const MAX_CONTENT_PADDING: usize = 64;
 
 /// What the SDK stores when a client stops a stream, for the model to see next time.
 const CANCELLED: &str = "The user cancelled the stream. Stop responding to the prior request.";
@@ -298,7 +300,8 @@ async fn add_structured_input(
     if item["type"] != "structured_input" {
         return Err(ApiError::invalid(format!("item {item_id:?} is not a structured input")));
     }
-    if item["status"] != "pending" {
+    // The SDK's model defaults a missing status to pending.
+    if item["status"].as_str().unwrap_or("pending") != "pending" {
         return Err(ApiError::invalid(format!("structured input {item_id:?} is not pending")));
     }
     apply_answers(&mut item, submission);
@@ -425,7 +428,7 @@ fn respond(
     prelude: Vec<Bytes>,
     turn: Turn,
 ) -> Response {
-    let (sender, response) = sse::channel();
+    let (sender, response) = sse::channel(state.stalled_client());
     let store = state.db.chatkit();
     let responder = state.responder.clone();
     let user = user.to_owned();
@@ -454,14 +457,14 @@ struct Pipeline {
     thread: Value,
     /// Items announced by `thread.item.added` and not yet done, as updated so far.
     pending: HashMap<String, Value>,
-    sender: mpsc::Sender<Bytes>,
+    sender: sse::Frames,
 }
 
 impl Pipeline {
     async fn run(&mut self, responder: &dyn Responder, turn: Turn, prelude: Vec<Bytes>) {
         let options = json!({"type": "stream_options", "stream_options": {"allow_cancel": true}});
         for chunk in prelude.into_iter().chain([frame(options)]) {
-            if self.sender.send(chunk).await.is_err() {
+            if !self.sender.send(chunk).await {
                 return self.cancelled().await;
             }
         }
@@ -554,7 +557,7 @@ impl Pipeline {
             }
             Err(err) => {
                 tracing::warn!(reason = %err, "a ChatKit responder failed");
-                let _ = self.sender.send(frame(error_event(&err))).await;
+                self.sender.send(frame(error_event(&err))).await;
                 false
             }
         }
@@ -609,19 +612,23 @@ impl Pipeline {
                             .delete_thread_item(&thread_id, id, &self.user)
                             .await
                             .map_err(|e| e.to_string())?;
+                        self.pending.remove(id);
                     }
                     "thread.item.replaced" => {
                         self.store
                             .save_item(&thread_id, &event["item"].to_string(), &self.user)
                             .await
                             .map_err(|e| e.to_string())?;
+                        if let Some(id) = event["item"]["id"].as_str() {
+                            self.pending.remove(id);
+                        }
                     }
                     _ => {}
                 }
                 event
             }
         };
-        Ok(self.sender.send(frame(event)).await.is_ok())
+        Ok(self.sender.send(frame(event)).await)
     }
 
     /// The client went away: keep what the assistant had said, and a note that it was cut off,
@@ -653,27 +660,48 @@ impl Pipeline {
     }
 }
 
-/// Applies an assistant content update to a pending item (the updates the SDK tracks).
+/// Applies an assistant content update to a pending assistant message, as
+/// `_apply_assistant_message_update` does: the content list is padded so the index exists,
+/// then the part is set, extended, annotated or replaced. (Only assistant messages matter: they
+/// are the pending items kept when a client stops the stream.)
 fn apply_update(item: &mut Value, update: &Value) {
-    let index = update["content_index"].as_u64().and_then(|i| usize::try_from(i).ok()).unwrap_or(0);
+    if item["type"] != "assistant_message" {
+        return;
+    }
+    let Some(index) = update["content_index"].as_u64().and_then(|i| usize::try_from(i).ok()) else {
+        return;
+    };
     let Some(content) = item.get_mut("content").and_then(Value::as_array_mut) else { return };
+    // A bad index from a responder must not make us allocate without bound.
+    if index > content.len().saturating_add(MAX_CONTENT_PADDING) {
+        return;
+    }
+    while content.len() <= index {
+        content.push(json!({"annotations": [], "text": "", "type": "output_text"}));
+    }
+    let part = &mut content[index];
     match update["type"].as_str() {
-        Some("assistant_message.content_part.added") => {
-            content.insert(index.min(content.len()), update["content"].clone());
+        Some("assistant_message.content_part.added" | "assistant_message.content_part.done") => {
+            *part = update["content"].clone();
         }
         Some("assistant_message.content_part.text_delta") => {
-            if let Some(part) = content.get_mut(index) {
-                let text = format!(
-                    "{}{}",
-                    part["text"].as_str().unwrap_or_default(),
-                    update["delta"].as_str().unwrap_or_default()
-                );
-                part["text"] = Value::String(text);
-            }
+            let text = format!(
+                "{}{}",
+                part["text"].as_str().unwrap_or_default(),
+                update["delta"].as_str().unwrap_or_default()
+            );
+            part["text"] = Value::String(text);
         }
-        Some("assistant_message.content_part.done") => {
-            if let Some(part) = content.get_mut(index) {
-                *part = update["content"].clone();
+        Some("assistant_message.content_part.annotation_added") => {
+            if !part["annotations"].is_array() {
+                part["annotations"] = json!([]);
+            }
+            if let Some(annotations) = part["annotations"].as_array_mut() {
+                let at = update["annotation_index"].as_u64().and_then(|i| usize::try_from(i).ok());
+                match at.filter(|at| *at <= annotations.len()) {
+                    Some(at) => annotations.insert(at, update["annotation"].clone()),
+                    None => annotations.push(update["annotation"].clone()),
+                }
             }
         }
         _ => {}

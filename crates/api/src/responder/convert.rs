@@ -38,7 +38,7 @@ pub fn thread_item(item: &Value) -> Vec<Message> {
                 Message::ToolResult { call_id, output: item["output"].to_string() },
             ]
         }
-        "hidden_context" | "sdk_hidden_context" => {
+        "hidden_context_item" | "sdk_hidden_context" => {
             let content = match &item["content"] {
                 Value::String(content) => content.clone(),
                 other => other.to_string(),
@@ -201,6 +201,7 @@ mod tests {
             json!({"type": "client_tool_call", "status": "pending", "call_id": "c0", "name": "x", "arguments": {}}),
             json!({"type": "client_tool_call", "status": "completed", "call_id": "c1", "name": "lookup", "arguments": {"q": 1}, "output": {"ok": true}}),
             json!({"type": "sdk_hidden_context", "content": "stopped"}),
+            json!({"type": "hidden_context_item", "content": {"plan": "pro"}}),
             json!({"type": "end_of_turn"}),
             json!({"type": "structured_input", "status": "answered", "inputs": [
                 {"question": "Which?", "answer": {"values": ["Math", "Art"], "skipped": false}},
@@ -216,6 +217,7 @@ mod tests {
                 Message::ToolCall { call_id: "c1".into(), name: "lookup".into(), arguments: r#"{"q":1}"#.into() },
                 Message::ToolResult { call_id: "c1".into(), output: r#"{"ok":true}"#.into() },
                 Message::User("Hidden context for the agent (not shown to the user):\n<HiddenContext>\nstopped\n</HiddenContext>".into()),
+                Message::User("Hidden context for the agent (not shown to the user):\n<HiddenContext>\n{\"plan\":\"pro\"}\n</HiddenContext>".into()),
                 Message::User("A structured input request was displayed to the user with the following status: answered\n<StructuredInput>\n- Which?: Math, Art\n- Notes?: skipped\n- More?: unanswered\n</StructuredInput>".into()),
                 Message::User("Again".into()),
                 Message::User("The user is referring to this in particular: \nthat part".into()),

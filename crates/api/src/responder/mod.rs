@@ -120,15 +120,15 @@ pub trait Responder: Send + Sync + Debug {
         assistant_message(&input.thread, input.message_id, self.reply(conversation), title)
     }
 
-    /// `ChatKitServer.action()`: reacts to a widget action. Like the SDK's default, this
-    /// responder has no handler, which the user sees as an error.
+    /// `ChatKitServer.action()`: reacts to a widget action. Like the SDK's default (which
+    /// raises `NotImplementedError`), this responder has none: the client gets a
+    /// `stream.error`.
     fn action(&self, input: ActionInput) -> EventStream {
         let kind = input.action["type"].as_str().unwrap_or_default().to_owned();
         Box::pin(futures::stream::once(async move {
-            Err(ResponderError::Custom {
-                message: format!("This assistant cannot handle the action {kind:?}."),
-                allow_retry: false,
-            })
+            Err(ResponderError::Failed(format!(
+                "this responder has no handler for the action {kind:?}"
+            )))
         }))
     }
 }

@@ -86,19 +86,19 @@ impl Responder for OpenAiResponder {
             } else {
                 Err(refused(response, api_key.as_ref()).await)
             };
-            let mut events = response?.bytes_stream().eventsource();
+            let mut events = Box::pin(body_until_silent(response?, read_timeout).eventsource());
             let mut finished = false;
-            loop {
-                let next = tokio::time::timeout(read_timeout, events.next())
-                    .await
-                    .map_err(|_| quiet())?;
-                let Some(event) = next else { break };
+            while let Some(event) = events.next().await {
                 let event = event.map_err(|err| failed("the model's stream broke", &err))?;
-                if event.data.trim() == "[DONE]" {
+                let data = event.data.trim();
+                if data.is_empty() {
+                    continue; // a named event without data (a ping): nothing to read
+                }
+                if data == "[DONE]" {
                     finished = true;
                     break;
                 }
-                let chunk: Value = serde_json::from_str(&event.data)
+                let chunk: Value = serde_json::from_str(data)
                     .map_err(|err| failed("the model sent a chunk that is not JSON", &err))?;
                 if let Some(error) = chunk.get("error") {
                     let message = error["message"].as_str().map_or_else(|| error.to_string(), str::to_owned);
@@ -114,7 +114,16 @@ impl Responder for OpenAiResponder {
                     if let Some(piece) = choice["delta"]["content"].as_str().filter(|p| !p.is_empty()) {
                         yield piece.to_owned();
                     }
-                    finished |= choice["finish_reason"].is_string();
+                    match choice["finish_reason"].as_str() {
+                        None => {}
+                        // What was said is withheld; the user should know why the answer stops.
+                        Some("content_filter") => Err(ResponderError::Custom {
+                            message: "The model's content filter withheld the rest of this answer.".into(),
+                            allow_retry: false,
+                        })?,
+                        // stop, or length (a truncated answer is still the model's answer).
+                        Some(_) => finished = true,
+                    }
                 }
             }
             if !finished {
@@ -123,6 +132,37 @@ impl Responder for OpenAiResponder {
                 ))?;
             }
         })
+    }
+}
+
+/// Why the endpoint's body could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("{0}")]
+    Broken(reqwest::Error),
+    #[error("the model endpoint sent nothing for {0}s")]
+    Silent(u64),
+}
+
+/// The response body, failing once the endpoint sends no bytes at all for `read_timeout`.
+/// Bytes, not events: the SSE comments some proxies send to keep a connection alive while the
+/// model thinks count as signs of life.
+fn body_until_silent(
+    response: reqwest::Response,
+    read_timeout: Duration,
+) -> impl futures::Stream<Item = Result<axum::body::Bytes, BodyError>> {
+    let mut body = Box::pin(response.bytes_stream());
+    async_stream::stream! {
+        loop {
+            match tokio::time::timeout(read_timeout, body.next()).await {
+                Ok(Some(chunk)) => yield chunk.map_err(BodyError::Broken),
+                Ok(None) => break,
+                Err(_) => {
+                    yield Err(BodyError::Silent(read_timeout.as_secs()));
+                    break;
+                }
+            }
+        }
     }
 }
 
@@ -149,61 +189,79 @@ fn excerpt(text: &str) -> String {
     excerpt
 }
 
-/// The conversation as Chat Completions messages. Consecutive tool calls become one assistant
-/// message with several `tool_calls`, each followed by its `tool` answer; a call without an
-/// answer, or an answer without its call (cut off by the history limit), is left out, since the
-/// API refuses either.
+/// The conversation as Chat Completions messages. A run of tool calls and their results
+/// becomes one assistant message with `tool_calls`, followed by one `tool` message per result,
+/// as the API requires. A call whose result is not in the same run, or a result whose call is
+/// not (cut off by the history limit, or never answered), is left out: the API refuses either.
 fn chat_messages(conversation: &[Message]) -> Vec<Value> {
-    let answered: HashSet<&str> = conversation
-        .iter()
-        .filter_map(|message| match message {
-            Message::ToolResult { call_id, .. } => Some(call_id.as_str()),
-            _ => None,
-        })
-        .collect();
-    let mut called = HashSet::new();
-    let mut messages: Vec<Value> = Vec::with_capacity(conversation.len());
-    // The assistant message still collecting tool calls, if the previous message was a call.
-    let mut open_calls: Option<usize> = None;
-    for message in conversation {
-        let (role, content) = match message {
+    let mut messages = Vec::with_capacity(conversation.len());
+    let mut rest = conversation;
+    while let Some(first) = rest.first() {
+        let (role, text) = match first {
             Message::System(text) => ("system", text),
             Message::User(text) => ("user", text),
             Message::Assistant(text) => ("assistant", text),
-            Message::ToolCall { call_id, name, arguments } => {
-                if !answered.contains(call_id.as_str()) {
-                    continue;
-                }
-                called.insert(call_id.as_str());
-                let call = json!({"id": call_id, "type": "function",
-                                  "function": {"name": name, "arguments": arguments}});
-                match open_calls.and_then(|index| messages.get_mut(index)) {
-                    Some(open) => {
-                        if let Some(calls) = open["tool_calls"].as_array_mut() {
-                            calls.push(call);
-                        }
-                    }
-                    None => {
-                        open_calls = Some(messages.len());
-                        messages.push(
-                            json!({"role": "assistant", "content": null, "tool_calls": [call]}),
-                        );
-                    }
-                }
-                continue;
-            }
-            Message::ToolResult { call_id, output } => {
-                if called.contains(call_id.as_str()) {
-                    messages
-                        .push(json!({"role": "tool", "tool_call_id": call_id, "content": output}));
-                }
-                open_calls = None;
+            Message::ToolCall { .. } | Message::ToolResult { .. } => {
+                let run = rest
+                    .iter()
+                    .position(|m| {
+                        !matches!(m, Message::ToolCall { .. } | Message::ToolResult { .. })
+                    })
+                    .unwrap_or(rest.len());
+                messages.extend(tool_run(&rest[..run]));
+                rest = &rest[run..];
                 continue;
             }
         };
-        open_calls = None;
-        messages.push(json!({"role": role, "content": content}));
+        messages.push(json!({"role": role, "content": text}));
+        rest = &rest[1..];
     }
+    messages
+}
+
+/// One run of tool calls and results, as an assistant message and the `tool` answers.
+fn tool_run(run: &[Message]) -> Vec<Value> {
+    let called: HashSet<&str> = run
+        .iter()
+        .filter_map(|m| match m {
+            Message::ToolCall { call_id, .. } => Some(call_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let answered: HashSet<&str> = run
+        .iter()
+        .filter_map(|m| match m {
+            Message::ToolResult { call_id, .. } if called.contains(call_id.as_str()) => {
+                Some(call_id.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    let mut calls = Vec::new();
+    let mut results = Vec::new();
+    let mut seen = HashSet::new();
+    for message in run {
+        match message {
+            // Each id once: a repeated call or result would be refused too.
+            Message::ToolCall { call_id, name, arguments }
+                if answered.contains(call_id.as_str()) && seen.insert(("call", call_id)) =>
+            {
+                calls.push(json!({"id": call_id, "type": "function",
+                                  "function": {"name": name, "arguments": arguments}}));
+            }
+            Message::ToolResult { call_id, output }
+                if answered.contains(call_id.as_str()) && seen.insert(("result", call_id)) =>
+            {
+                results.push(json!({"role": "tool", "tool_call_id": call_id, "content": output}));
+            }
+            _ => {}
+        }
+    }
+    if calls.is_empty() {
+        return Vec::new();
+    }
+    let mut messages = vec![json!({"role": "assistant", "content": null, "tool_calls": calls})];
+    messages.extend(results);
     messages
 }
 
@@ -224,6 +282,9 @@ mod tests {
         let conversation = [
             result("cut-off"),
             Message::User("Hi".into()),
+            call("split"),
+            Message::User("interrupting".into()),
+            result("split"),
             call("a"),
             call("b"),
             result("a"),
@@ -235,6 +296,7 @@ mod tests {
             chat_messages(&conversation),
             vec![
                 json!({"role": "user", "content": "Hi"}),
+                json!({"role": "user", "content": "interrupting"}),
                 json!({"role": "assistant", "content": null, "tool_calls": [
                     {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}},
                     {"id": "b", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}),

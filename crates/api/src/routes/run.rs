@@ -73,7 +73,7 @@ pub(crate) struct RunResult {
             content((RunResult = "application/json"), (String = "text/event-stream"))),
         (status = 400, description = "Bad request", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 502, description = "The model failed; nothing was stored", body = ErrorBody),
+        (status = 503, description = "The model failed (`unavailable`, with `Retry-After`); nothing was stored", body = ErrorBody),
     ))]
 pub(crate) async fn run(
     State(state): State<AppState>,
@@ -142,9 +142,9 @@ impl Turn {
     /// The turn as Server-Sent Events; it is stored only if the answer completes while the
     /// client is still there.
     fn stream(self, mut answer: TextStream) -> Response {
-        let (sender, response) = sse::channel();
+        let (sender, response) = sse::channel(self.state.stalled_client());
         tokio::spawn(async move {
-            let send = async |event: Value| sender.send(sse::frame(&event)).await.is_ok();
+            let send = async |event: Value| sender.send(sse::frame(&event)).await;
             if !send(json!({"type": "run.started", "session_id": self.session})).await {
                 return;
             }
