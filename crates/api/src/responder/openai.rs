@@ -277,6 +277,19 @@ mod tests {
         Message::ToolResult { call_id: id.into(), output: "ok".into() }
     }
 
+    #[tokio::test]
+    async fn a_refusal_is_described_without_our_key() {
+        let key = SecretString::from("sk-live-0123456789");
+        let answer = axum::http::Response::builder()
+            .status(401)
+            .body(r#"{"error": {"message": "Incorrect API key provided: sk-live-0123456789"}}"#)
+            .map(reqwest::Response::from)
+            .expect("a response");
+        let described = refused(answer, Some(&key)).await.to_string();
+        assert!(described.contains("401") && described.contains("[REDACTED]"), "{described}");
+        assert!(!described.contains("sk-live"), "{described}");
+    }
+
     #[test]
     fn tool_calls_are_grouped_and_orphans_left_out() {
         let conversation = [
