@@ -440,7 +440,61 @@ async fn a_failing_responder_ends_the_stream_with_an_error_event(backend: Backen
     .await;
 }
 
+/// Changes the thread: locks it with a reason, and notes something in its metadata; then
+/// "changes" the title to the one it has (no event for that).
+#[derive(Debug)]
+struct ThreadChangingResponder;
+
+impl Responder for ThreadChangingResponder {
+    fn reply(&self, _conversation: Vec<Message>) -> TextStream {
+        Box::pin(futures::stream::empty())
+    }
+
+    fn respond(&self, input: RespondInput) -> chatstore::responder::EventStream {
+        let mut lock = serde_json::Map::new();
+        lock.insert("status".into(), json!({"type": "locked", "reason": "Out of credits"}));
+        lock.insert("metadata".into(), json!({"plan": "free"}));
+        lock.insert("id".into(), json!("thr_hijack"));
+        let mut unchanged = serde_json::Map::new();
+        unchanged.insert("title".into(), input.thread["title"].clone());
+        Box::pin(futures::stream::iter([
+            Ok(ResponderEvent::UpdateThread(lock)),
+            Ok(ResponderEvent::UpdateThread(unchanged)),
+        ]))
+    }
+}
+
+async fn a_responder_can_change_the_thread(backend: Backend) {
+    with_app_responding(backend, Arc::new(ThreadChangingResponder), async |app| {
+        let (_, events) = stream(
+            app,
+            "alice",
+            json!({"type": "threads.create", "params": {"input": input("Hi")}}),
+        )
+        .await;
+        assert_eq!(
+            types(&events),
+            ["thread.created", "thread.item.done", "stream_options", "thread.updated"]
+        );
+        let thread_id = events[0]["thread"]["id"].as_str().unwrap();
+        assert_eq!(events[3]["thread"]["id"], thread_id, "the id cannot change");
+        assert_eq!(
+            events[3]["thread"]["status"],
+            json!({"type": "locked", "reason": "Out of credits"})
+        );
+        assert_eq!(events[3]["thread"]["metadata"], json!({}), "metadata is never sent");
+        let stored: Value = serde_json::from_str(
+            &app.db.chatkit().load_thread(thread_id, "alice").await.unwrap().json,
+        )
+        .unwrap();
+        assert_eq!(stored["status"]["type"], "locked");
+        assert_eq!(stored["metadata"], json!({"plan": "free"}));
+    })
+    .await;
+}
+
 dual_backend_tests!(
+    a_responder_can_change_the_thread,
     structured_input_records_the_answers_and_replaces_the_item,
     a_skipped_structured_input_skips_every_question,
     custom_action_is_answered_by_the_responder,

@@ -567,8 +567,16 @@ impl Pipeline {
     async fn handle(&mut self, event: ResponderEvent) -> Result<bool, String> {
         let thread_id = self.thread_id();
         let event = match event {
-            ResponderEvent::SetTitle(title) => {
-                self.thread["title"] = Value::String(title);
+            ResponderEvent::UpdateThread(fields) => {
+                let before = self.thread.clone();
+                for (field, value) in fields {
+                    if field != "id" && field != "created_at" {
+                        self.thread[field.as_str()] = value;
+                    }
+                }
+                if self.thread == before {
+                    return Ok(true); // nothing changed: nothing to save or send
+                }
                 let saved = self
                     .store
                     .save_thread(&self.thread.to_string(), &self.user)

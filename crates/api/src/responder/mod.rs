@@ -49,11 +49,22 @@ pub enum Message {
 
 /// What a responder sends: a ChatKit thread stream event (`thread.item.added`, `...updated`,
 /// `...done`, `...removed`, `...replaced`, `progress_update`, `notice`, ...), or a change to the
-/// thread itself.
+/// thread itself (the SDK's responders assign to the thread they are given).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResponderEvent {
     Event(Value),
-    SetTitle(String),
+    /// Fields to set on the thread (`title`, `status`, `metadata`, ...; not `id` or
+    /// `created_at`): the thread is saved and `thread.updated` sent.
+    UpdateThread(serde_json::Map<String, Value>),
+}
+
+impl ResponderEvent {
+    /// Gives the thread a title.
+    pub fn set_title(title: impl Into<String>) -> Self {
+        let mut fields = serde_json::Map::new();
+        fields.insert("title".into(), Value::String(title.into()));
+        Self::UpdateThread(fields)
+    }
 }
 
 /// Why a responder failed. Either way a ChatKit client gets an `error` event and the stream
@@ -213,7 +224,7 @@ pub fn assistant_message(
         yield ResponderEvent::Event(json!({"type": "thread.item.done",
                                            "item": message(json!([part(&said)]))}));
         if let Some(title) = title {
-            yield ResponderEvent::SetTitle(title);
+            yield ResponderEvent::set_title(title);
         }
     })
 }
