@@ -45,6 +45,37 @@ def user_text(message: UserMessageItem | None) -> str:
     return "".join(c.text for c in message.content if isinstance(c, UserMessageTextContent))
 
 
+async def stream_assistant_message(
+    store: Any, thread: ThreadMetadata, pieces: list[str], context: Ctx
+) -> AsyncIterator[ThreadStreamEvent]:
+    """The events of one assistant message streamed piece by piece, as responders send them:
+    added, content part added, a text delta per piece, content part done, done."""
+    item = AssistantMessageItem(
+        id=store.generate_item_id("message", thread, context),
+        thread_id=thread.id,
+        created_at=datetime.now(),
+        content=[],
+    )
+    yield ThreadItemAddedEvent(item=item)
+    yield ThreadItemUpdatedEvent(
+        item_id=item.id,
+        update=AssistantMessageContentPartAdded(
+            content_index=0, content=AssistantMessageContent(text="")
+        ),
+    )
+    for delta in pieces:
+        yield ThreadItemUpdatedEvent(
+            item_id=item.id,
+            update=AssistantMessageContentPartTextDelta(content_index=0, delta=delta),
+        )
+    final = AssistantMessageContent(text="".join(pieces))
+    yield ThreadItemUpdatedEvent(
+        item_id=item.id,
+        update=AssistantMessageContentPartDone(content_index=0, content=final),
+    )
+    yield ThreadItemDoneEvent(item=item.model_copy(update={"content": [final]}))
+
+
 class EchoServer(ChatKitServer[Ctx]):
     """Answers every user message with a streamed assistant message ``You said: <text>``.
 
@@ -60,30 +91,10 @@ class EchoServer(ChatKitServer[Ctx]):
         self, thread: ThreadMetadata, input_user_message: UserMessageItem | None, context: Ctx
     ) -> AsyncIterator[ThreadStreamEvent]:
         text = user_text(input_user_message)
-        item = AssistantMessageItem(
-            id=self.store.generate_item_id("message", thread, context),
-            thread_id=thread.id,
-            created_at=datetime.now(),
-            content=[],
-        )
-        yield ThreadItemAddedEvent(item=item)
-        yield ThreadItemUpdatedEvent(
-            item_id=item.id,
-            update=AssistantMessageContentPartAdded(
-                content_index=0, content=AssistantMessageContent(text="")
-            ),
-        )
-        for delta in ("You said: ", text):
-            yield ThreadItemUpdatedEvent(
-                item_id=item.id,
-                update=AssistantMessageContentPartTextDelta(content_index=0, delta=delta),
-            )
-        final = AssistantMessageContent(text=f"You said: {text}")
-        yield ThreadItemUpdatedEvent(
-            item_id=item.id,
-            update=AssistantMessageContentPartDone(content_index=0, content=final),
-        )
-        yield ThreadItemDoneEvent(item=item.model_copy(update={"content": [final]}))
+        async for event in stream_assistant_message(
+            self.store, thread, ["You said: ", text], context
+        ):
+            yield event
         if self.hidden:
             yield ThreadItemDoneEvent(
                 item=HiddenContextItem(

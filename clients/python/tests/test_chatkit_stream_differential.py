@@ -24,15 +24,7 @@ import pytest
 from chatkit.server import ChatKitServer
 from chatkit.types import (
     Action,
-    AssistantMessageContent,
-    AssistantMessageContentPartAdded,
-    AssistantMessageContentPartDone,
-    AssistantMessageContentPartTextDelta,
-    AssistantMessageItem,
     ThreadItem,
-    ThreadItemAddedEvent,
-    ThreadItemDoneEvent,
-    ThreadItemUpdatedEvent,
     ThreadMetadata,
     ThreadStreamEvent,
     UserMessageItem,
@@ -45,6 +37,7 @@ from chatkit_support import (
     json_diff,
     process_stream,
     rust_chatkit,
+    stream_assistant_message,
     user_input,
 )
 from chatkit_support import user_text as sdk_user_text
@@ -62,36 +55,13 @@ def words(text: str) -> list[str]:
 class MirrorServer(ChatKitServer[Ctx]):
     """Says what the Rust ``echo`` responder says."""
 
-    async def _say(
-        self, thread: ThreadMetadata, text: str, context: Ctx
-    ) -> AsyncIterator[ThreadStreamEvent]:
-        item = AssistantMessageItem(
-            id=self.store.generate_item_id("message", thread, context),
-            thread_id=thread.id,
-            created_at=datetime.now(),
-            content=[],
-        )
-        yield ThreadItemAddedEvent(item=item)
-        part = AssistantMessageContentPartAdded(
-            content_index=0, content=AssistantMessageContent(text="")
-        )
-        yield ThreadItemUpdatedEvent(item_id=item.id, update=part)
-        for piece in words(text):
-            delta = AssistantMessageContentPartTextDelta(content_index=0, delta=piece)
-            yield ThreadItemUpdatedEvent(item_id=item.id, update=delta)
-        final = AssistantMessageContent(text=text)
-        yield ThreadItemUpdatedEvent(
-            item_id=item.id, update=AssistantMessageContentPartDone(content_index=0, content=final)
-        )
-        yield ThreadItemDoneEvent(item=item.model_copy(update={"content": [final]}))
-
     async def respond(
         self, thread: ThreadMetadata, input_user_message: UserMessageItem | None, context: Ctx
     ) -> AsyncIterator[ThreadStreamEvent]:
         if input_user_message is None:
             return
         text = sdk_user_text(input_user_message)
-        async for event in self._say(thread, text, context):
+        async for event in stream_assistant_message(self.store, thread, words(text), context):
             yield event
         if thread.title is None and text.strip():
             thread.title = text.strip()[:60]
@@ -106,7 +76,7 @@ class MirrorServer(ChatKitServer[Ctx]):
         said = f"Action {action.type}"
         if action.payload is not None:
             said += " " + json.dumps(action.payload, separators=(",", ":"))
-        async for event in self._say(thread, said, context):
+        async for event in stream_assistant_message(self.store, thread, words(said), context):
             yield event
 
 
