@@ -29,7 +29,6 @@ pub struct DatabaseSettings {
     pub idle_timeout_secs: u64,
     pub max_lifetime_secs: u64,
     pub startup_timeout_secs: u64,
-    pub statement_cache: bool,
     pub sqlite_busy_timeout_ms: u64,
 }
 
@@ -85,11 +84,7 @@ impl DatabaseSettings {
             .test_before_acquire(false)
             .test_before_acquire_if_idle_for(Duration::from_secs(30))
             .sqlx_logging(false);
-        let statement_cache = self.statement_cache;
-        options.map_sqlx_postgres_opts(move |pg: PgConnectOptions| {
-            let pg = pg.application_name("chatstore");
-            if statement_cache { pg } else { pg.statement_cache_capacity(0) }
-        });
+        options.map_sqlx_postgres_opts(|pg: PgConnectOptions| pg.application_name("chatstore"));
         let busy_timeout = Duration::from_millis(self.sqlite_busy_timeout_ms);
         options.map_sqlx_sqlite_opts(move |sqlite: SqliteConnectOptions| {
             sqlite
@@ -153,27 +148,27 @@ impl Db {
     }
 
     /// Applies every pending migration. On PostgreSQL, instances starting together take
-    /// turns (an advisory lock held by one dedicated connection), so they never race to
-    /// create the same tables.
+    /// turns, so they never race to create the same tables: one dedicated connection holds a
+    /// transaction-scoped advisory lock while the migrations run. Transaction-scoped, because
+    /// behind a transaction-mode pooler (PgBouncer, Neon's pooled endpoints) a session lock
+    /// would stay on whichever server connection took it, and an unlock could reach another.
     pub async fn migrate(&self) -> RepoResult<()> {
         if self.backend != Backend::Postgres {
             Migrator::up(&self.conn, None).await?;
             return Ok(());
         }
-        let mut lock_holder = self
-            .conn
-            .get_postgres_connection_pool()
-            .acquire()
-            .await
-            .map_err(|err| sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(err.into())))?;
-        let lock = |sql: &'static str| sqlx::query(sql).bind(MIGRATION_LOCK_KEY);
-        lock("SELECT pg_advisory_lock($1)")
+        let sqlx_error =
+            |err: sqlx::Error| sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(err.into()));
+        let mut lock_holder =
+            self.conn.get_postgres_connection_pool().begin().await.map_err(sqlx_error)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK_KEY)
             .execute(&mut *lock_holder)
             .await
-            .map_err(|err| sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(err.into())))?;
+            .map_err(sqlx_error)?;
         let migrated = Migrator::up(&self.conn, None).await;
-        // Ending the session would release the lock too; unlocking keeps the connection usable.
-        let _ = lock("SELECT pg_advisory_unlock($1)").execute(&mut *lock_holder).await;
+        // Ending the transaction releases the lock (so would the connection dropping).
+        let _ = lock_holder.rollback().await;
         Ok(migrated?)
     }
 
