@@ -571,6 +571,47 @@ impl DbStore {
     pub fn db(&self) -> &Db {
         &self.db
     }
+
+    /// Loads a thread, lets `edit` change its JSON, and saves it, in one transaction that
+    /// holds the thread's row lock: a save that lands between the read and the write (another
+    /// field changed by another request) is not lost. The id cannot change. `NotFound` when
+    /// the user has no such thread.
+    pub async fn update_thread(
+        &self,
+        thread_id: &str,
+        user: &str,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> RepoResult<StoredThread> {
+        check_ids(&[("thread id", thread_id), ("user id", user)])?;
+        let _writer = self.db.write_guard().await;
+        let txn = self.db.connection().begin().await?;
+        let current: Option<String> =
+            chatkit_thread::Entity::find_by_id((user.to_owned(), thread_id.to_owned()))
+                .select_only()
+                .column(chatkit_thread::Column::Data)
+                .lock_exclusive()
+                .into_tuple()
+                .one(&txn)
+                .await?;
+        let current = current
+            .ok_or_else(|| RepoError::NotFound(format!("thread {thread_id:?} not found")))?;
+        let mut thread: serde_json::Value = serde_json::from_str(&current)
+            .map_err(|err| RepoError::Invalid(format!("stored thread is not JSON: {err}")))?;
+        edit(&mut thread);
+        thread["id"] = serde_json::Value::String(thread_id.to_owned());
+        let stored = StoredThread::parse(&thread.to_string())?;
+        chatkit_thread::Entity::update_many()
+            .col_expr(chatkit_thread::Column::Title, Expr::value(stored.title.clone()))
+            .col_expr(chatkit_thread::Column::CreatedAt, Expr::value(stored.created_at))
+            .col_expr(chatkit_thread::Column::UpdatedAt, Expr::value(now()))
+            .col_expr(chatkit_thread::Column::Data, Expr::value(stored.json.clone()))
+            .filter(chatkit_thread::Column::UserId.eq(user))
+            .filter(chatkit_thread::Column::ThreadId.eq(thread_id))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(stored)
+    }
 }
 
 impl Db {

@@ -1077,7 +1077,40 @@ async fn routes_are_documented(backend: Backend) {
     .await;
 }
 
+/// `update_thread` is a read-modify-write under the thread's lock: concurrent edits of
+/// different fields all survive (a plain load, edit and save would lose most of them), the id
+/// cannot be changed, and a missing thread is `NotFound`.
+async fn concurrent_thread_updates_all_survive(backend: Backend) {
+    with_app(backend, async |app| {
+        create_thread(app, "alice", "thr_busy", "2025-10-06T12:00:00").await;
+        let store = app.db.chatkit();
+        let edits = (0..20).map(|n| {
+            let store = store.clone();
+            async move {
+                store
+                    .update_thread("thr_busy", "alice", |thread| {
+                        thread["metadata"][format!("k{n}")] = Value::from(n);
+                        thread["id"] = Value::from("thr_other");
+                    })
+                    .await
+                    .unwrap()
+            }
+        });
+        futures::future::join_all(edits).await;
+        let stored: Value =
+            serde_json::from_str(&store.load_thread("thr_busy", "alice").await.unwrap().json)
+                .unwrap();
+        let keys = stored["metadata"].as_object().unwrap().len();
+        assert_eq!(keys, 20, "every edit survives: {stored}");
+        assert!(store.load_thread("thr_other", "alice").await.is_err(), "the id did not change");
+        let missing = store.update_thread("thr_busy", "bob", |_| {}).await;
+        assert!(matches!(missing, Err(RepoError::NotFound(_))), "{missing:?}");
+    })
+    .await;
+}
+
 dual_backend_tests!(
+    concurrent_thread_updates_all_survive,
     add_thread_item_is_idempotent_by_id,
     save_thread_ignores_items,
     tied_timestamps_page_without_skips_or_repeats,

@@ -180,11 +180,12 @@ async fn answer_json(
         }
         "threads.update" => {
             let update: UpdateParams = params(kind, envelope.params)?;
-            let thread = store.load_thread(&update.thread_id, user).await?;
-            let mut stored = parse_stored(&thread)?;
-            stored["title"] = Value::String(update.title);
-            let saved = store.save_thread(&stored.to_string(), user).await?;
-            Ok(wire::thread(&parse_stored(&saved.stored)?, wire::empty_page()))
+            let saved = store
+                .update_thread(&update.thread_id, user, |thread| {
+                    thread["title"] = Value::String(update.title);
+                })
+                .await?;
+            Ok(wire::thread(&parse_stored(&saved)?, wire::empty_page()))
         }
         "threads.delete" => {
             let ThreadId { thread_id } = params(kind, envelope.params)?;

@@ -567,23 +567,25 @@ impl Pipeline {
     async fn handle(&mut self, event: ResponderEvent) -> Result<bool, String> {
         let thread_id = self.thread_id();
         let event = match event {
-            ResponderEvent::UpdateThread(fields) => {
-                let before = self.thread.clone();
-                for (field, value) in fields {
-                    if field != "id" && field != "created_at" {
-                        self.thread[field.as_str()] = value;
-                    }
-                }
-                if self.thread == before {
+            ResponderEvent::UpdateThread(mut fields) => {
+                fields.retain(|field, value| {
+                    field != "id" && field != "created_at" && self.thread.get(field) != Some(value)
+                });
+                if fields.is_empty() {
                     return Ok(true); // nothing changed: nothing to save or send
                 }
+                // Only the responder's fields are written, onto the thread as stored now: a
+                // rename by the user while the answer streamed is kept.
                 let saved = self
                     .store
-                    .save_thread(&self.thread.to_string(), &self.user)
+                    .update_thread(&thread_id, &self.user, |thread| {
+                        for (field, value) in fields {
+                            thread[field.as_str()] = value;
+                        }
+                    })
                     .await
                     .map_err(|e| e.to_string())?;
-                self.thread =
-                    serde_json::from_str(&saved.stored.json).map_err(|e| e.to_string())?;
+                self.thread = serde_json::from_str(&saved.json).map_err(|e| e.to_string())?;
                 json!({"type": "thread.updated", "thread": wire::thread(&self.thread, wire::empty_page())})
             }
             ResponderEvent::Event(event) => {
