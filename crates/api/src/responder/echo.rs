@@ -11,13 +11,12 @@ use super::{
 
 /// Streams an assistant message that repeats the newest user message, word by word, and
 /// titles an untitled thread after it. Without a new user message (after a client tool's
-/// output) it has nothing to say. Widget actions are answered by naming them.
+/// output) it has nothing to say. Widget actions are answered by naming them. It reads no
+/// history, having no use for it.
 #[derive(Debug, Clone, Default)]
 pub struct EchoResponder {
     /// A pause before each word, to make streaming (and disconnects) observable.
     pub delay: Duration,
-    /// The history `POST /chat/run` reads (echo itself only looks at the newest message).
-    pub history_items: u64,
 }
 
 impl EchoResponder {
@@ -40,10 +39,6 @@ impl Responder for EchoResponder {
             _ => None,
         });
         self.words(newest.unwrap_or_default())
-    }
-
-    fn history_items(&self) -> u64 {
-        self.history_items
     }
 
     fn respond(&self, input: RespondInput) -> EventStream {

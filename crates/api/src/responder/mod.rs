@@ -147,10 +147,9 @@ pub trait Responder: Send + Sync + Debug {
 /// The responder the settings choose.
 pub fn from_settings(settings: &ResponderSettings) -> anyhow::Result<Arc<dyn Responder>> {
     Ok(match settings.kind {
-        ResponderKind::Echo => Arc::new(EchoResponder {
-            delay: Duration::from_millis(settings.echo_delay_ms),
-            history_items: settings.history_items,
-        }),
+        ResponderKind::Echo => {
+            Arc::new(EchoResponder { delay: Duration::from_millis(settings.echo_delay_ms) })
+        }
         ResponderKind::Openai => Arc::new(OpenAiResponder::new(settings)?),
     })
 }
