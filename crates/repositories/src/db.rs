@@ -11,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
+use crate::held::{HeldConnections, IDLE_CHECK};
 use crate::{RepoError, RepoResult};
 
 /// The advisory lock key migrations run under (any constant unique to chatstore).
@@ -82,7 +83,7 @@ impl DatabaseSettings {
             // A connection that sat idle may have been cut by a proxy or a scaled-to-zero
             // server; check it before handing it out, but not on every hot-path acquire.
             .test_before_acquire(false)
-            .test_before_acquire_if_idle_for(Duration::from_secs(30))
+            .test_before_acquire_if_idle_for(IDLE_CHECK)
             .sqlx_logging(false);
         options.map_sqlx_postgres_opts(|pg: PgConnectOptions| pg.application_name("chatstore"));
         let busy_timeout = Duration::from_millis(self.sqlite_busy_timeout_ms);
@@ -108,6 +109,8 @@ pub struct Db {
     /// with SQLITE_BUSY_SNAPSHOT if another connection wrote meanwhile. Serialising writers in
     /// the process avoids both; PostgreSQL uses row locks instead.
     sqlite_writer: Option<Arc<Mutex<()>>>,
+    /// PostgreSQL only: connections the hot-path statements keep between uses (see `held`).
+    held: Option<Arc<HeldConnections>>,
 }
 
 impl Db {
@@ -144,7 +147,13 @@ impl Db {
             }
         };
         let sqlite_writer = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
-        Ok(Self { conn, backend, sqlite_writer })
+        let held = (backend == Backend::Postgres).then(|| {
+            Arc::new(HeldConnections::new(
+                settings.max_connections,
+                Duration::from_secs(settings.max_lifetime_secs),
+            ))
+        });
+        Ok(Self { conn, backend, sqlite_writer, held })
     }
 
     /// Applies every pending migration. On PostgreSQL, instances starting together take
@@ -205,9 +214,17 @@ impl Db {
 
     /// Closes every pooled connection (at shutdown, and before tests drop their database).
     pub async fn close(&self) {
+        if let Some(held) = &self.held {
+            held.release_all();
+        }
         if let Err(err) = self.conn.close_by_ref().await {
             tracing::warn!(error = %err, "closing the database pool failed");
         }
+    }
+
+    /// On PostgreSQL, the stock of connections the hot-path statements keep (see `held`).
+    pub(crate) fn held(&self) -> Option<&HeldConnections> {
+        self.held.as_deref()
     }
 
     /// Serialises SQLite writers (see `sqlite_writer`); a no-op on PostgreSQL.
@@ -217,6 +234,12 @@ impl Db {
             None => None,
         }
     }
+}
+
+/// A driver error from a statement run with sqlx directly, as sea-orm would report it, so
+/// that it maps to the same answers (503 for a lost connection, and so on).
+pub(crate) fn sqlx_error(err: sqlx::Error) -> RepoError {
+    RepoError::from(sea_orm::DbErr::Query(sea_orm::RuntimeErr::SqlxError(err.into())))
 }
 
 fn redacted_url(url: &str) -> String {

@@ -9,6 +9,7 @@ mod chats;
 mod db;
 mod error;
 mod feedback;
+mod held;
 mod page;
 mod plans;
 mod sessions;

@@ -10,17 +10,57 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use entity::{chat, conversation_item, session_idempotency_key};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, InsertStatement, OnConflict, Query};
+use sea_orm::sqlx::{self, PgConnection};
 use sea_orm::{
     AccessMode, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
     IsolationLevel, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Statement,
     TransactionTrait,
 };
 
+use crate::db::sqlx_error;
+use crate::held::HeldConnections;
 use crate::{Db, RepoError, RepoResult};
 
 /// Rows per INSERT statement: well under PostgreSQL's 65,535 and SQLite's 32,766 bind
 /// parameters (5 per row).
 const INSERT_CHUNK: usize = 1000;
+
+/// Appends a batch on PostgreSQL in one statement: creates or touches the chat, taking its
+/// row lock and bumping `item_count` by the batch size (`$3`), then numbers the items (`$5`,
+/// a text array, in order) after the count the chat had. `$1` user, `$2` chat, `$4` now.
+/// Answers the number of items inserted.
+const APPEND_SQL: &str = "\
+WITH chat AS (
+    INSERT INTO chats AS c (user_id, chat_id, title, is_active, item_count, created_at, updated_at)
+    VALUES ($1, $2, NULL, TRUE, $3, $4, $4)
+    ON CONFLICT (user_id, chat_id)
+    DO UPDATE SET updated_at = EXCLUDED.updated_at, item_count = c.item_count + EXCLUDED.item_count
+    RETURNING item_count
+)
+INSERT INTO conversation_items (user_id, chat_id, position, data, created_at)
+SELECT $1, $2, chat.item_count - $3 + item.n, item.data, $4
+FROM chat, unnest($5::text[]) WITH ORDINALITY AS item (data, n)";
+
+/// [`APPEND_SQL`] guarded by an idempotency key (`$6`, with the batch digest `$7`): the key
+/// is recorded first, and the chat and its items are written only if it was new, so a repeat
+/// inserts nothing. A concurrent insert of the same key waits for the first to commit.
+const APPEND_ONCE_SQL: &str = "\
+WITH new_key AS (
+    INSERT INTO session_idempotency_keys
+        (user_id, chat_id, idempotency_key, request_hash, added, created_at)
+    VALUES ($1, $2, $6, $7, $3, $4)
+    ON CONFLICT (user_id, chat_id, idempotency_key) DO NOTHING
+    RETURNING added
+), chat AS (
+    INSERT INTO chats AS c (user_id, chat_id, title, is_active, item_count, created_at, updated_at)
+    SELECT $1, $2, NULL, TRUE, $3, $4, $4 FROM new_key
+    ON CONFLICT (user_id, chat_id)
+    DO UPDATE SET updated_at = EXCLUDED.updated_at, item_count = c.item_count + EXCLUDED.item_count
+    RETURNING item_count
+)
+INSERT INTO conversation_items (user_id, chat_id, position, data, created_at)
+SELECT $1, $2, chat.item_count - $3 + item.n, item.data, $4
+FROM chat, unnest($5::text[]) WITH ORDINALITY AS item (data, n)";
 
 /// An `Idempotency-Key` and a digest of the batch it came with.
 #[derive(Debug, Clone)]
@@ -142,23 +182,23 @@ pub(crate) async fn insert_items(
     Ok(())
 }
 
-/// The newest `limit` items of a session, oldest first: the positions above
-/// `item_count - limit`, read in one statement so the count and the items agree.
-fn latest_items_query(user: &str, session: &str, limit: u64) -> Select<conversation_item::Entity> {
-    let item_count = Query::select()
-        .column(chat::Column::ItemCount)
-        .from(chat::Entity)
-        .and_where(chat::Column::UserId.eq(user))
-        .and_where(chat::Column::ChatId.eq(session))
-        .to_owned();
-    let floor = Expr::expr(Expr::SubQuery(None, Box::new(item_count.into())))
-        .sub(i64::try_from(limit).unwrap_or(i64::MAX));
-    conversation_item::Entity::find()
-        .select_only()
-        .column(conversation_item::Column::Data)
-        .filter(of_session(user, session))
-        .filter(Expr::col(conversation_item::Column::Position).gt(floor))
-        .order_by_asc(conversation_item::Column::Position)
+/// The newest `$3` items of a session (user `$1`, chat `$2`), oldest first: the positions
+/// above `item_count - $3`, read in one statement so the count and the items agree. Both
+/// databases take `$N` parameters. Written out rather than built with sea-query because it
+/// runs on every agent turn, and building it cost more CPU than PostgreSQL spent answering.
+const LATEST_ITEMS_SQL: &str = "\
+SELECT data FROM conversation_items
+WHERE user_id = $1 AND chat_id = $2
+  AND position > (SELECT item_count FROM chats WHERE user_id = $1 AND chat_id = $2) - $3
+ORDER BY position";
+
+fn latest_items_statement(backend: DbBackend, user: &str, session: &str, limit: u64) -> Statement {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    Statement::from_sql_and_values(
+        backend,
+        LATEST_ITEMS_SQL,
+        [user.into(), session.into(), limit.into()],
+    )
 }
 
 /// One page of a full read: the items after position `after`, oldest first.
@@ -181,7 +221,7 @@ fn items_after_query(
 /// The read statements of this module, for checking their query plans.
 pub(crate) fn read_statements(backend: DbBackend) -> Vec<(&'static str, Statement)> {
     vec![
-        ("session latest items", latest_items_query("u1", "s1", 50).build(backend)),
+        ("session latest items", latest_items_statement(backend, "u1", "s1", 50)),
         ("session full-read page", items_after_query("u1", "s1", 0, 500).build(backend)),
     ]
 }
@@ -226,7 +266,22 @@ impl Sessions<'_> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        Ok(latest_items_query(user, session, limit).into_tuple().all(self.db.connection()).await?)
+        if let Some(held) = self.db.held() {
+            let pool = self.db.connection().get_postgres_connection_pool();
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let read = async |connection: &mut PgConnection| {
+                sqlx::query_scalar(LATEST_ITEMS_SQL)
+                    .bind(user)
+                    .bind(session)
+                    .bind(limit)
+                    .fetch_all(connection)
+                    .await
+            };
+            return held.run(pool, read).await.map_err(sqlx_error);
+        }
+        let statement = latest_items_statement(self.db.db_backend(), user, session, limit);
+        let rows = self.db.connection().query_all_raw(statement).await?;
+        Ok(rows.iter().map(|row| row.try_get_by_index(0)).collect::<Result<_, _>>()?)
     }
 
     /// Every item, oldest first, in one statement (a consistent snapshot). For callers that
@@ -297,6 +352,11 @@ impl Sessions<'_> {
         let added = i64::try_from(items.len())
             .map_err(|_| RepoError::Invalid("too many items in one batch".into()))?;
         let now = now();
+        if let Some(held) = self.db.held() {
+            return self
+                .append_in_one_statement(held, user, session, items, added, idempotency, now)
+                .await;
+        }
         let _writer = self.db.write_guard().await;
         let txn = self.db.connection().begin().await?;
 
@@ -355,6 +415,56 @@ impl Sessions<'_> {
         }
         txn.commit().await?;
         Ok(u64::try_from(added).unwrap_or(0))
+    }
+
+    /// [`Self::add_items`] on PostgreSQL: one statement, so one round trip and no explicit
+    /// transaction (a statement is atomic on its own). It takes the chat's row lock in the
+    /// upsert before it numbers the batch, like the transaction it replaces, so batches stay
+    /// whole and contiguous. With a key, the key is recorded first and the rest only happens
+    /// if it was new; a concurrent request with the same key waits on that insert and then
+    /// finds the key taken.
+    #[allow(clippy::too_many_arguments)] // add_items's arguments, and what it worked out
+    async fn append_in_one_statement(
+        &self,
+        held: &HeldConnections,
+        user: &str,
+        session: &str,
+        items: &[&str],
+        added: i64,
+        idempotency: Option<&IdempotencyKey>,
+        now: DateTime<Utc>,
+    ) -> RepoResult<u64> {
+        let pool = self.db.connection().get_postgres_connection_pool();
+        let append = async |connection: &mut PgConnection| {
+            let sql = if idempotency.is_some() { APPEND_ONCE_SQL } else { APPEND_SQL };
+            let mut query =
+                sqlx::query(sql).bind(user).bind(session).bind(added).bind(now).bind(items);
+            if let Some(key) = idempotency {
+                query = query.bind(key.key.as_str()).bind(key.request_hash.as_str());
+            }
+            query.execute(connection).await
+        };
+        let inserted = held.run(pool, append).await.map_err(sqlx_error)?.rows_affected();
+        if inserted > 0 {
+            return Ok(inserted);
+        }
+        // Nothing inserted: the key was recorded by an earlier request. Answer as it did.
+        let key = idempotency
+            .ok_or_else(|| RepoError::Invalid("a non-empty batch inserted nothing".into()))?;
+        let earlier = session_idempotency_key::Entity::find_by_id((
+            user.to_owned(),
+            session.to_owned(),
+            key.key.clone(),
+        ))
+        .one(self.db.connection())
+        .await?
+        .ok_or_else(|| RepoError::Invalid("an idempotency key vanished while in use".into()))?;
+        if earlier.request_hash != key.request_hash {
+            return Err(RepoError::Conflict(
+                "this Idempotency-Key was already used with a different batch".into(),
+            ));
+        }
+        Ok(u64::try_from(earlier.added).unwrap_or(0))
     }
 
     /// Forgets idempotency keys recorded before `cutoff`; returns how many. A retry later than

@@ -275,6 +275,48 @@ async fn concurrent_batches_stay_whole_and_ordered(backend: Backend) {
     .await;
 }
 
+/// Retries of one batch racing each other (a client that timed out and retried while the
+/// first attempt was still running) store it once and all answer alike; batches with other
+/// keys and without one, sent meanwhile, all land whole.
+async fn concurrent_retries_with_one_key_store_the_batch_once(backend: Backend) {
+    with_app(backend, async |app| {
+        let retried = json!({ "items": numbered(0..3) }).to_string();
+        let mut tasks = Vec::new();
+        for attempt in 0..24 {
+            let (key, body) = match attempt % 3 {
+                0 => (Some("retried".to_owned()), retried.clone()),
+                1 => (
+                    Some(format!("other-{attempt}")),
+                    json!({ "items": numbered(100..102) }).to_string(),
+                ),
+                _ => (None, json!({ "items": numbered(200..201) }).to_string()),
+            };
+            let mut request = app
+                .request(reqwest::Method::POST, "/sessions/raced/items", "alice")
+                .header("content-type", "application/json")
+                .body(body);
+            if let Some(key) = key {
+                request = request.header("idempotency-key", key);
+            }
+            tasks.push(tokio::spawn(async move {
+                chatstore_tests::Answer::read(request.send().await.unwrap()).await
+            }));
+        }
+        for (attempt, task) in tasks.into_iter().enumerate() {
+            let answer = within(Duration::from_secs(60), task).await.unwrap();
+            let added = [3, 2, 1][attempt % 3];
+            assert_eq!((answer.status, answer.json()), (200, json!({ "added": added })));
+        }
+        let items = items_of(&app.get("/sessions/raced/items", "alice").await);
+        // The retried batch once, 8 batches of 2 with their own keys, 8 single items.
+        assert_eq!(items.len(), 3 + 8 * 2 + 8);
+        let first = items.iter().position(|item| item == &numbered(0..1)[0]).unwrap();
+        assert_eq!(items[first..first + 3], numbered(0..3), "the retried batch is whole");
+        assert_eq!(app.chat_row("alice", "raced").await.unwrap().item_count, 27);
+    })
+    .await;
+}
+
 async fn concurrent_pops_never_return_an_item_twice(backend: Backend) {
     with_app(backend, async |app| {
         add(app, "alice", "s", &numbered(0..20)).await;
@@ -364,5 +406,6 @@ dual_backend_tests!(
     a_retried_batch_with_the_same_idempotency_key_is_stored_once,
     a_full_read_longer_than_one_page_is_complete_and_ordered,
     concurrent_batches_stay_whole_and_ordered,
+    concurrent_retries_with_one_key_store_the_batch_once,
     concurrent_pops_never_return_an_item_twice,
 );
