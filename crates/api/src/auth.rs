@@ -5,9 +5,10 @@
 //! Every other `alg`, `none` included, is rejected, so a token cannot pick a weaker check (or
 //! get a public key used as an HMAC secret).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use jsonwebtoken::errors::{Error as JwtError, ErrorKind};
@@ -20,6 +21,9 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::settings::AuthSettings;
+
+/// How many verified tokens are remembered; past that the memory starts over.
+const REMEMBERED_TOKENS: usize = 4096;
 
 /// Checks bearer tokens against the configured secret and JWKS keys.
 #[derive(Clone)]
@@ -34,6 +38,20 @@ struct Keys {
     jwks: Vec<JwksKey>,
     /// The claim checks every token gets; `algorithms` is filled in per token.
     validation: Validation,
+    /// Tokens that passed every check, by their exact text. A client sends the same token
+    /// on every request, and checking it (base64, two JSON documents, an HMAC or signature)
+    /// cost more CPU than the rest of a session read. The keys and claim rules are fixed for
+    /// the process's life, so an identical token stays valid until its `exp`, which is
+    /// checked again on every use.
+    verified: Mutex<HashMap<String, Verified>>,
+}
+
+/// What a verified token carried.
+#[derive(Clone)]
+struct Verified {
+    user: String,
+    /// The `exp` claim, in seconds since the epoch.
+    expires: u64,
 }
 
 struct JwksKey {
@@ -74,11 +92,16 @@ impl TokenVerifier {
         }
         validation.set_required_spec_claims(&required);
 
-        Ok(Self { inner: Arc::new(Keys { secret, jwks, validation }) })
+        let verified = Mutex::new(HashMap::new());
+        Ok(Self { inner: Arc::new(Keys { secret, jwks, validation, verified }) })
     }
 
     /// Verifies a raw token (without "Bearer ") and returns its user id, the `sub` claim.
     pub fn verify(&self, token: &str) -> Result<String, ApiError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(user) = self.remembered(token, now) {
+            return Ok(user);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|err| rejection(&err))?;
         let claims = match header.alg {
             Algorithm::HS256 => {
@@ -88,7 +111,32 @@ impl TokenVerifier {
             Algorithm::RS256 | Algorithm::ES256 => self.decode_with_jwks(token, &header)?,
             _ => return Err(algorithm_not_accepted()),
         };
-        subject(claims)
+        let expires = claims.get("exp").and_then(Value::as_u64);
+        let user = subject(claims)?;
+        if let Some(expires) = expires {
+            self.remember(token, &user, expires);
+        }
+        Ok(user)
+    }
+
+    /// The user of `token` if it was verified before and has not expired since (with the
+    /// same leeway the full check allows).
+    fn remembered(&self, token: &str, now: u64) -> Option<String> {
+        let verified = self.inner.verified.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = verified.get(token)?;
+        let still_valid = now <= entry.expires.saturating_add(self.inner.validation.leeway);
+        still_valid.then(|| entry.user.clone())
+    }
+
+    fn remember(&self, token: &str, user: &str, expires: u64) {
+        let mut verified =
+            self.inner.verified.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if verified.len() >= REMEMBERED_TOKENS {
+            // Simpler than evicting one by one, and rare: it takes that many distinct live
+            // tokens between two clears.
+            verified.clear();
+        }
+        verified.insert(token.to_owned(), Verified { user: user.to_owned(), expires });
     }
 
     /// Verifies an `Authorization` header value, `Bearer <token>` (the scheme in any case),
@@ -643,6 +691,32 @@ mod tests {
     fn expiry_within_the_leeway_is_accepted() {
         let token = hs256(SECRET.as_bytes(), &json!({"sub": "alice", "exp": now() - 10}));
         assert_eq!(secret_only().verify(&token).unwrap(), "alice");
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires() {
+        let verifier = secret_only();
+        let token = hs256(SECRET.as_bytes(), &json!({"sub": "alice", "exp": now() + 60}));
+        assert_eq!(verifier.verify(&token).unwrap(), "alice");
+        assert_eq!(verifier.remembered(&token, now()).as_deref(), Some("alice"));
+        // The default leeway is 30 s: past it the memory no longer answers, and the full
+        // check says why.
+        assert_eq!(verifier.remembered(&token, now() + 60 + 31), None);
+    }
+
+    #[test]
+    fn only_the_exact_remembered_token_skips_the_checks() {
+        let verifier = secret_only();
+        let token = hs256(SECRET.as_bytes(), &claims());
+        assert_eq!(verifier.verify(&token).unwrap(), "alice");
+        let (signed, signature) = token.rsplit_once('.').unwrap();
+        let mut forged = signature.to_owned();
+        let last = if forged.ends_with('A') { 'B' } else { 'A' };
+        forged.pop();
+        forged.push(last);
+        let tampered = format!("{signed}.{forged}");
+        assert_eq!(rejected(verifier.verify(&tampered)), "invalid token signature");
+        assert_eq!(verifier.verify(&token).unwrap(), "alice");
     }
 
     #[test]

@@ -14,6 +14,10 @@ use chatstore::startup::Application;
 use chatstore::{auth, telemetry};
 use clap::{Parser, Subcommand};
 
+/// mimalloc rather than glibc's malloc: see the dependency's note in Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "chatstore", version, about = "Durable storage for AI chat applications")]
 struct Cli {

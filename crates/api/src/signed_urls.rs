@@ -5,6 +5,8 @@
 //! HMAC-SHA256 over the method, the owner, the attachment and an expiry time, as presigned
 //! object-store URLs do.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
@@ -34,7 +36,9 @@ impl Access {
 /// Signs and checks attachment URLs; `None` inside when no key is configured.
 #[derive(Clone)]
 pub struct UrlSigner {
-    key: Option<Vec<u8>>,
+    /// Shared, because the signer is part of the state every request clones (a copy of the
+    /// key was an allocation per clone).
+    key: Option<Arc<[u8]>>,
 }
 
 impl std::fmt::Debug for UrlSigner {
@@ -47,11 +51,11 @@ impl UrlSigner {
     /// A signer keyed by `explicit`, else by a key derived from `jwt_secret`, else disabled.
     pub fn new(explicit: Option<&str>, jwt_secret: Option<&str>) -> Self {
         let key = match (explicit, jwt_secret) {
-            (Some(secret), _) => Some(secret.as_bytes().to_vec()),
+            (Some(secret), _) => Some(Arc::from(secret.as_bytes())),
             (None, Some(secret)) => {
                 let mut mac = mac(secret.as_bytes());
                 mac.update(DERIVATION_LABEL);
-                Some(mac.finalize().into_bytes().to_vec())
+                Some(Arc::from(&mac.finalize().into_bytes()[..]))
             }
             (None, None) => None,
         };
