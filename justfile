@@ -33,6 +33,8 @@ fmt:
     cargo fmt --all
 
 # Run the benchmarks (release build, real servers, fresh databases) and rewrite BENCHMARKS.md.
+# Needs PostgreSQL and pgbench; the SQLite table also a Python with openai-agents (the
+# clients/python/.venv that scripts/python-tests makes, or CHATSTORE_BENCH_PYTHON).
 bench *ARGS:
     cargo build --release -p chatstore -p bench
     target/release/chatstore-bench --out BENCHMARKS.md {{ARGS}}

@@ -2,6 +2,9 @@
 //! `GET /sessions/{id}/items?limit=50` then `POST /sessions/{id}/items` with 2 items, over 64
 //! sessions; the limit is `pgbench` running `../shared/bench/pgbench-turn.sql` (the fewest
 //! statements a correct store needs) against the same PostgreSQL server.
+//!
+//! Also the pieces the other turn tables share: the load generator, pgbench, loading, and
+//! reading a process's footprint.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,31 +12,45 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bytes::Bytes;
 use chatstore_tests::{Backend, ServerProcess, TestDatabase};
+use repositories::Db;
+use repositories::sea_orm::{ConnectionTrait, DbBackend, Statement};
 
+use crate::http::Connection;
 use crate::{Series, micros};
 
-const SESSIONS: usize = 64;
+pub(crate) const SESSIONS: usize = 64;
 const HISTORY: usize = 100;
-const USER_ITEM: &str =
+pub(crate) const USER_ITEM: &str =
     r#"{"role":"user","content":"What did we discuss about the dragon campaign earlier today?"}"#;
-const ASSISTANT_ITEM: &str = r#"{"role":"assistant","content":"We planned a three-act campaign: the siege, the betrayal and the dragon lair. Next you wanted to flesh out the villain."}"#;
+pub(crate) const ASSISTANT_ITEM: &str = r#"{"role":"assistant","content":"We planned a three-act campaign: the siege, the betrayal and the dragon lair. Next you wanted to flesh out the villain."}"#;
+/// The pool the benchmarked servers get: room for the 64-client runs' requests.
+pub(crate) const SERVER_POOL: &str = "32";
 
 /// What one measurement saw.
 #[derive(Debug, Default)]
-struct Run {
-    turns: usize,
-    elapsed: Duration,
-    latencies: Series,
+pub(crate) struct Run {
+    pub(crate) turns: usize,
+    pub(crate) elapsed: Duration,
+    pub(crate) latencies: Series,
 }
 
 impl Run {
-    fn per_second(&self) -> f64 {
+    pub(crate) fn per_second(&self) -> f64 {
         self.turns as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Adds another measurement of the same thing.
+    pub(crate) fn absorb(&mut self, other: Self) {
+        self.turns += other.turns;
+        self.elapsed += other.elapsed;
+        self.latencies.samples.extend(other.latencies.samples);
     }
 }
 
-/// A tiny xorshift, so each client picks sessions in its own reproducible order.
+/// A tiny xorshift, so each client picks sessions in its own reproducible order (the Python
+/// peer uses the same one).
 fn next(state: &mut u64) -> u64 {
     *state ^= *state << 13;
     *state ^= *state >> 7;
@@ -41,42 +58,35 @@ fn next(state: &mut u64) -> u64 {
     *state
 }
 
-/// `clients` concurrent clients doing turns against the server at `address` for `duration`.
-async fn drive(
+/// `clients` concurrent clients doing turns on the sessions `{prefix}s0` to `{prefix}s63` of
+/// the server at `address` for `duration`, each on its own keep-alive connection.
+pub(crate) async fn drive(
     address: &str,
     token: &str,
+    prefix: &str,
     clients: usize,
     duration: Duration,
 ) -> anyhow::Result<Run> {
-    let body = format!("{{\"items\":[{USER_ITEM},{ASSISTANT_ITEM}]}}");
+    let body = Bytes::from(format!("{{\"items\":[{USER_ITEM},{ASSISTANT_ITEM}]}}"));
+    let mut connections = Vec::new();
+    for _ in 0..clients {
+        connections.push(Connection::open(address, token).await?);
+    }
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for client_index in 0..clients {
-        let client = reqwest::Client::new();
-        let (address, token, body) = (address.to_owned(), token.to_owned(), body.clone());
+    for (client_index, mut connection) in connections.into_iter().enumerate() {
+        let (body, prefix) = (body.clone(), prefix.to_owned());
         tasks.push(tokio::spawn(async move {
             let mut state = 0x9E37_79B9_7F4A_7C15_u64 ^ (client_index as u64 + 1);
             let mut latencies = Vec::new();
             while Instant::now() < deadline {
                 let session = next(&mut state) % SESSIONS as u64;
                 let turn = Instant::now();
-                let read = client
-                    .get(format!("{address}/sessions/s{session}/items?limit=50"))
-                    .bearer_auth(&token)
-                    .send()
+                connection.get(&format!("/sessions/{prefix}s{session}/items?limit=50")).await?;
+                connection
+                    .post_json(&format!("/sessions/{prefix}s{session}/items"), body.clone())
                     .await?;
-                anyhow::ensure!(read.status() == 200, "read answered {}", read.status());
-                read.bytes().await?;
-                let write = client
-                    .post(format!("{address}/sessions/s{session}/items"))
-                    .bearer_auth(&token)
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await?;
-                anyhow::ensure!(write.status() == 200, "write answered {}", write.status());
-                write.bytes().await?;
                 latencies.push(turn.elapsed());
             }
             anyhow::Ok(latencies)
@@ -92,13 +102,20 @@ async fn drive(
     Ok(run)
 }
 
-/// `pgbench` with the reference turn script: turns per second and average latency.
-fn pgbench(
+/// What pgbench reported: turns per second and mean latency (ms).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PgbenchRun {
+    pub(crate) tps: f64,
+    pub(crate) latency_ms: f64,
+}
+
+/// `pgbench` with the reference turn script on `database`.
+pub(crate) fn pgbench(
     shared: &Path,
     database: &str,
     clients: usize,
     duration: Duration,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<PgbenchRun> {
     let output = Command::new("pgbench")
         .args(["-h", "127.0.0.1", "-U", "postgres", "-n", "-M", "prepared"])
         .args(["-c", &clients.to_string(), "-j", &clients.min(2).to_string()])
@@ -121,11 +138,77 @@ fn pgbench(
     };
     let tps = number_after("tps = ").context("no tps in pgbench's output")?;
     let latency_ms = number_after("latency average = ").unwrap_or(f64::NAN);
-    Ok((tps, latency_ms))
+    Ok(PgbenchRun { tps, latency_ms })
 }
 
-/// Peak resident memory (kB) and CPU time (clock ticks) of a process, from /proc.
-fn footprint(pid: u32) -> Option<(u64, u64)> {
+/// Loads the reference schema with `history` items per conversation, with psql as its README
+/// says.
+pub(crate) fn load_reference(
+    shared: &Path,
+    reference: &TestDatabase,
+    history: usize,
+) -> anyhow::Result<()> {
+    let name = reference.pg_name().context("a PostgreSQL database")?;
+    let status = Command::new("psql")
+        .args(["-q", "-h", "127.0.0.1", "-U", "postgres", "-d", name])
+        .args(["-v", &format!("sessions={SESSIONS}"), "-v", &format!("history={history}")])
+        .arg("-f")
+        .arg(shared.join("bench/pgbench-schema.sql"))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .context("cannot run psql")?;
+    anyhow::ensure!(status.success(), "loading the pgbench schema failed");
+    Ok(())
+}
+
+/// Loads sessions `{prefix}s0` to `{prefix}s63` of user `bench`, `history` items each, straight
+/// into PostgreSQL: rows as chatstore writes them (positions `1..=history`, `item_count` in
+/// step), generated by the server, which takes seconds where the API would take minutes at
+/// 100,000 items a session.
+pub(crate) async fn load_sessions_sql(db: &Db, prefix: &str, history: usize) -> anyhow::Result<()> {
+    let count = i64::try_from(SESSIONS)?;
+    let history = i64::try_from(history)?;
+    let statements = [
+        (
+            "INSERT INTO chats (user_id, chat_id, title, is_active, item_count, created_at, updated_at) \
+             SELECT 'bench', $1 || 's' || s, NULL, TRUE, $2, now(), now() \
+             FROM generate_series(0, $3 - 1) s",
+            vec![prefix.into(), history.into(), count.into()],
+        ),
+        (
+            "INSERT INTO conversation_items (user_id, chat_id, position, data, created_at) \
+             SELECT 'bench', $1 || 's' || s, p, CASE WHEN p % 2 = 1 THEN $4 ELSE $5 END, now() \
+             FROM generate_series(0, $3 - 1) s, generate_series(1, $2) p",
+            vec![
+                prefix.into(),
+                history.into(),
+                count.into(),
+                USER_ITEM.into(),
+                ASSISTANT_ITEM.into(),
+            ],
+        ),
+    ];
+    for (sql, values) in statements {
+        db.connection()
+            .execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
+            .await?;
+    }
+    db.connection().execute_unprepared("ANALYZE chats; ANALYZE conversation_items").await?;
+    Ok(())
+}
+
+/// Loads the 64 sessions of `history` items each through the repositories (any database).
+pub(crate) async fn load_sessions(db: &Db, prefix: &str, history: usize) -> anyhow::Result<()> {
+    let items: Vec<&str> =
+        (0..history).map(|n| if n % 2 == 0 { USER_ITEM } else { ASSISTANT_ITEM }).collect();
+    for session in 0..SESSIONS {
+        db.sessions().add_items("bench", &format!("{prefix}s{session}"), &items, None).await?;
+    }
+    Ok(())
+}
+
+/// Peak resident memory (kB) and CPU time (clock ticks, 1/100 s) of a process, from /proc.
+pub(crate) fn footprint(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let peak_kb = status
         .lines()
@@ -141,10 +224,20 @@ fn footprint(pid: u32) -> Option<(u64, u64)> {
     Some((peak_kb, ticks))
 }
 
+/// A bearer token for user `bench` that the benchmarked servers accept.
+pub(crate) fn bench_token(database_url: &str) -> anyhow::Result<String> {
+    let settings = chatstore_tests::test_settings(database_url, |_| {});
+    chatstore::auth::mint_token(&settings.auth, "bench")
+}
+
+#[derive(Debug)]
 pub(crate) struct TurnArgs<'a> {
     pub(crate) binary: &'a Path,
     pub(crate) shared: &'a Path,
+    /// Seconds per client count, split between chatstore and pgbench.
     pub(crate) seconds: u64,
+    /// How many times each client count alternates the two.
+    pub(crate) rounds: u32,
 }
 
 /// Turn throughput at 1, 16 and 64 clients, chatstore and pgbench interleaved.
@@ -168,40 +261,30 @@ async fn measure(
     reference: &TestDatabase,
     report: &mut String,
 ) -> anyhow::Result<()> {
-    // The reference schema and data, with psql as its README says.
+    load_reference(args.shared, reference, HISTORY)?;
     let reference_name = reference.pg_name().context("a PostgreSQL database")?;
-    let status = Command::new("psql")
-        .args(["-q", "-h", "127.0.0.1", "-U", "postgres", "-d", reference_name])
-        .args(["-v", &format!("sessions={SESSIONS}"), "-v", &format!("history={HISTORY}")])
-        .arg("-f")
-        .arg(args.shared.join("bench/pgbench-schema.sql"))
-        .status()
-        .context("cannot run psql")?;
-    anyhow::ensure!(status.success(), "loading the pgbench schema failed");
 
-    // Ours: migrate through a first start, load the same sessions, then serve.
+    // Ours: migrate, load the same sessions, then serve.
     let db = ours.connect().await;
     db.migrate().await?;
-    let history: Vec<&str> =
-        (0..HISTORY).map(|n| if n % 2 == 0 { USER_ITEM } else { ASSISTANT_ITEM }).collect();
-    for session in 0..SESSIONS {
-        db.sessions().add_items("bench", &format!("s{session}"), &history, None).await?;
-    }
+    load_sessions(&db, "", HISTORY).await?;
     db.close().await;
-    let server =
-        ServerProcess::start(args.binary, &ours.url, &[("APP__DATABASE__MAX_CONNECTIONS", "32")]);
-    let settings = chatstore_tests::test_settings(&ours.url, |_| {});
-    let token = chatstore::auth::mint_token(&settings.auth, "bench")?;
+    let server = ServerProcess::start(
+        args.binary,
+        &ours.url,
+        &[("APP__DATABASE__MAX_CONNECTIONS", SERVER_POOL)],
+    );
+    let token = bench_token(&ours.url)?;
 
-    let half = Duration::from_secs(args.seconds.max(2) / 2);
+    let part = Duration::from_secs((args.seconds / u64::from(2 * args.rounds)).max(1));
     let _ = writeln!(
         report,
         "| clients | chatstore turns/s | p50 | p99 | pgbench turns/s | pgbench mean latency | ratio |\n|---|---|---|---|---|---|---|"
     );
     let mut requests = 0usize;
-    let mut cpu_before = footprint(server.pid()).map_or(0, |(_, ticks)| ticks);
+    let mut cpu_before = 0;
     let mut cpu_per_request = f64::NAN;
-    drive(&server.address, &token, 4, Duration::from_secs(1)).await?; // warm-up
+    drive(&server.address, &token, "", 4, Duration::from_secs(1)).await?; // warm-up
     for clients in [1usize, 16, 64] {
         let mut run = Run::default();
         let (mut pg_tps, mut pg_latency) = (0.0, 0.0);
@@ -209,15 +292,13 @@ async fn measure(
             cpu_before = footprint(server.pid()).map_or(0, |(_, ticks)| ticks);
             requests = 0;
         }
-        for _ in 0..2 {
-            let part = drive(&server.address, &token, clients, half).await?;
-            requests += part.turns * 2;
-            run.turns += part.turns;
-            run.elapsed += part.elapsed;
-            run.latencies.samples.extend(part.latencies.samples);
-            let (tps, latency) = pgbench(args.shared, reference_name, clients, half)?;
-            pg_tps += tps / 2.0;
-            pg_latency += latency / 2.0;
+        for _ in 0..args.rounds {
+            let part_run = drive(&server.address, &token, "", clients, part).await?;
+            requests += part_run.turns * 2;
+            run.absorb(part_run);
+            let reference_run = pgbench(args.shared, reference_name, clients, part)?;
+            pg_tps += reference_run.tps / f64::from(args.rounds);
+            pg_latency += reference_run.latency_ms / f64::from(args.rounds);
         }
         if clients == 64 {
             let cpu_after = footprint(server.pid()).map_or(0, |(_, ticks)| ticks);
@@ -236,8 +317,9 @@ async fn measure(
     let peak_mb = footprint(server.pid()).map_or(f64::NAN, |(kb, _)| kb as f64 / 1024.0);
     let _ = writeln!(
         report,
-        "\nServer footprint after the runs: peak RSS **{peak_mb:.1} MB**; CPU **{cpu_per_request:.0} µs per request** \
-         in the 64-client runs (server process only; each turn is two requests)."
+        "\nServer footprint after the runs: peak RSS **{peak_mb:.1} MB** (target: under 100 MB); \
+         CPU **{cpu_per_request:.0} µs per request** in the 64-client runs (server process only; \
+         each turn is two requests)."
     );
     server.stop();
     Ok(())

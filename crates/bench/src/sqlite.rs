@@ -1,0 +1,128 @@
+//! The embedded build: turns on the default SQLite store, next to the Agents SDK's
+//! `SQLiteSession` doing the same turns from Python (`peers/sqlite_session_turns.py`).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chatstore_tests::{Backend, ServerProcess, TestDatabase};
+use serde::Deserialize;
+
+use crate::micros;
+use crate::turns::{Run, SESSIONS, TurnArgs, bench_token, drive, load_sessions};
+
+const HISTORY: usize = 100;
+const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/sqlite_session_turns.py");
+
+/// What the Python peer printed for one run.
+#[derive(Debug, Default, Deserialize)]
+struct PeerRun {
+    turns: usize,
+    elapsed: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+/// A Python that can `import agents`: `CHATSTORE_BENCH_PYTHON`, else the Python client's
+/// virtualenv (scripts/python-tests makes it, with openai-agents), else `python3`.
+fn python() -> Option<PathBuf> {
+    let client_venv =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../clients/python/.venv/bin/python");
+    let candidates = std::env::var_os("CHATSTORE_BENCH_PYTHON")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([client_venv, PathBuf::from("python3")]);
+    candidates.into_iter().find(|python| {
+        Command::new(python)
+            .args(["-c", "import agents"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    })
+}
+
+fn peer(python: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(python).arg(PEER).args(args).output().context("cannot run python")?;
+    if !output.status.success() {
+        bail!("the SQLiteSession peer failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The table, or a line saying why it could not be measured.
+pub(crate) async fn embedded_turns(args: &TurnArgs<'_>, report: &mut String) -> anyhow::Result<()> {
+    let Some(python) = python() else {
+        let message = "not measured: no Python with the Agents SDK was found. Install it with \
+                       `pip install openai-agents` (or run scripts/python-tests, which makes \
+                       clients/python/.venv), or set CHATSTORE_BENCH_PYTHON to such a python.";
+        eprintln!("embedded SQLite table {message}");
+        let _ = writeln!(report, "_{message}_");
+        return Ok(());
+    };
+    let ours = TestDatabase::create(Backend::Sqlite).await.context("a SQLite file")?;
+    let directory =
+        std::env::temp_dir().join(format!("chatstore-bench-sdk-{}", std::process::id()));
+    std::fs::create_dir_all(&directory)?;
+    let outcome = measure(args, &python, &ours, &directory.join("sessions.db"), report).await;
+    ours.drop_database().await;
+    let _ = std::fs::remove_dir_all(&directory);
+    outcome
+}
+
+async fn measure(
+    args: &TurnArgs<'_>,
+    python: &Path,
+    ours: &TestDatabase,
+    sdk_file: &Path,
+    report: &mut String,
+) -> anyhow::Result<()> {
+    let sdk_file = sdk_file.to_str().context("a UTF-8 temporary path")?;
+    peer(python, &["load", sdk_file, &SESSIONS.to_string(), &HISTORY.to_string()])?;
+    let db = ours.connect().await;
+    db.migrate().await?;
+    load_sessions(&db, "", HISTORY).await?;
+    db.close().await;
+    // The default configuration's pool (the test configuration's is smaller).
+    let server =
+        ServerProcess::start(args.binary, &ours.url, &[("APP__DATABASE__MAX_CONNECTIONS", "16")]);
+    let token = bench_token(&ours.url)?;
+    drive(&server.address, &token, "", 4, Duration::from_secs(1)).await?; // warm-up
+
+    let _ = writeln!(
+        report,
+        "| clients | chatstore turns/s | p50 | p99 | SQLiteSession turns/s | p50 | p99 | ratio |\n|---|---|---|---|---|---|---|---|"
+    );
+    let part = Duration::from_secs((args.seconds / u64::from(2 * args.rounds)).max(1));
+    for clients in [1usize, 16] {
+        let mut run = Run::default();
+        let mut sdk = PeerRun::default();
+        let (mut sdk_p50, mut sdk_p99) = (0.0, 0.0);
+        for _ in 0..args.rounds {
+            run.absorb(drive(&server.address, &token, "", clients, part).await?);
+            let seconds = part.as_secs().to_string();
+            let line = peer(
+                python,
+                &["run", sdk_file, &SESSIONS.to_string(), &clients.to_string(), &seconds],
+            )?;
+            let sdk_run: PeerRun = serde_json::from_str(line.trim())
+                .with_context(|| format!("unexpected peer output {line:?}"))?;
+            sdk.turns += sdk_run.turns;
+            sdk.elapsed += sdk_run.elapsed;
+            sdk_p50 += sdk_run.p50_us / f64::from(args.rounds);
+            sdk_p99 += sdk_run.p99_us / f64::from(args.rounds);
+        }
+        let ours_tps = run.per_second();
+        let sdk_tps = sdk.turns as f64 / sdk.elapsed;
+        let _ = writeln!(
+            report,
+            "| {clients} | {ours_tps:.0} | {} | {} | {sdk_tps:.0} | {sdk_p50:.0} µs | {sdk_p99:.0} µs | **{:.2}x** |",
+            micros(run.latencies.percentile(0.5)),
+            micros(run.latencies.percentile(0.99)),
+            ours_tps / sdk_tps,
+        );
+    }
+    server.stop();
+    Ok(())
+}
