@@ -119,9 +119,10 @@ pub(crate) async fn process(
 ) -> ApiResult<Response> {
     let envelope: Envelope = serde_json::from_slice(body)
         .map_err(|err| ApiError::invalid(format!("not a ChatKit request: {err}")))?;
-    if let Some(answer) = stream::start(state, user, &envelope.kind, envelope.params.clone()).await
+    if let Some(answer) =
+        stream::start(state, user, &envelope.kind, envelope.params.clone()).await?
     {
-        return answer;
+        return Ok(answer);
     }
     answer_json(state, user, origin, envelope).await.map(|value| Json(value).into_response())
 }

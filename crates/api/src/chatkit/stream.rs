@@ -114,62 +114,42 @@ fn frame(mut event: Value) -> Bytes {
 }
 
 /// Answers the six streaming request types; other request types are not handled here
-/// (`None`).
+/// (`Ok(None)`).
 pub(crate) async fn start(
     state: &AppState,
     user: &str,
     kind: &str,
     params_value: Value,
-) -> Option<ApiResult<Response>> {
+) -> ApiResult<Option<Response>> {
     let store = state.db.chatkit();
     let answer = match kind {
         "threads.create" => {
-            let CreateParams { input } = match params(kind, params_value) {
-                Ok(p) => p,
-                Err(err) => return Some(Err(err)),
-            };
+            let CreateParams { input } = params(kind, params_value)?;
             create(state, &store, user, input).await
         }
         "threads.add_user_message" => {
-            let AddUserMessageParams { input, thread_id } = match params(kind, params_value) {
-                Ok(p) => p,
-                Err(err) => return Some(Err(err)),
-            };
+            let AddUserMessageParams { input, thread_id } = params(kind, params_value)?;
             add_user_message(state, &store, user, &thread_id, input).await
         }
         "threads.retry_after_item" => {
-            let RetryParams { thread_id, item_id } = match params(kind, params_value) {
-                Ok(p) => p,
-                Err(err) => return Some(Err(err)),
-            };
+            let RetryParams { thread_id, item_id } = params(kind, params_value)?;
             retry_after_item(state, &store, user, &thread_id, &item_id).await
         }
         "threads.add_client_tool_output" => {
-            let ToolOutputParams { thread_id, result } = match params(kind, params_value) {
-                Ok(p) => p,
-                Err(err) => return Some(Err(err)),
-            };
+            let ToolOutputParams { thread_id, result } = params(kind, params_value)?;
             add_client_tool_output(state, &store, user, &thread_id, result).await
         }
         "threads.add_structured_input" => {
-            let StructuredInputParams { thread_id, item_id, input } =
-                match params(kind, params_value) {
-                    Ok(p) => p,
-                    Err(err) => return Some(Err(err)),
-                };
+            let StructuredInputParams { thread_id, item_id, input } = params(kind, params_value)?;
             add_structured_input(state, &store, user, &thread_id, &item_id, input).await
         }
         "threads.custom_action" => {
-            let CustomActionParams { thread_id, item_id, action } = match params(kind, params_value)
-            {
-                Ok(p) => p,
-                Err(err) => return Some(Err(err)),
-            };
+            let CustomActionParams { thread_id, item_id, action } = params(kind, params_value)?;
             custom_action(state, &store, user, &thread_id, item_id.as_deref(), action).await
         }
-        _ => return None,
+        _ => return Ok(None),
     };
-    Some(answer)
+    answer.map(Some)
 }
 
 async fn create(
