@@ -6,6 +6,7 @@ use std::time::Duration;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::sqlx::{Postgres, Sqlite};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, sqlx};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -109,8 +110,15 @@ pub struct Db {
     /// with SQLITE_BUSY_SNAPSHOT if another connection wrote meanwhile. Serialising writers in
     /// the process avoids both; PostgreSQL uses row locks instead.
     sqlite_writer: Option<Arc<Mutex<()>>>,
-    /// PostgreSQL only: connections the hot-path statements keep between uses (see `held`).
-    held: Option<Arc<HeldConnections>>,
+    /// Connections the hot-path statements keep between uses (see `held`).
+    held: Arc<Held>,
+}
+
+/// The stock of held connections, of whichever database this is.
+#[derive(Debug)]
+pub(crate) enum Held {
+    Postgres(HeldConnections<Postgres>),
+    Sqlite(HeldConnections<Sqlite>),
 }
 
 impl Db {
@@ -147,11 +155,18 @@ impl Db {
             }
         };
         let sqlite_writer = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
-        let held = (backend == Backend::Postgres).then(|| {
-            Arc::new(HeldConnections::new(
+        let max_lifetime = Duration::from_secs(settings.max_lifetime_secs);
+        let held = Arc::new(match backend {
+            Backend::Postgres => Held::Postgres(HeldConnections::new(
+                conn.get_postgres_connection_pool().clone(),
                 settings.max_connections,
-                Duration::from_secs(settings.max_lifetime_secs),
-            ))
+                max_lifetime,
+            )),
+            Backend::Sqlite => Held::Sqlite(HeldConnections::new(
+                conn.get_sqlite_connection_pool().clone(),
+                settings.max_connections,
+                max_lifetime,
+            )),
         });
         Ok(Self { conn, backend, sqlite_writer, held })
     }
@@ -214,17 +229,18 @@ impl Db {
 
     /// Closes every pooled connection (at shutdown, and before tests drop their database).
     pub async fn close(&self) {
-        if let Some(held) = &self.held {
-            held.release_all();
+        match &*self.held {
+            Held::Postgres(held) => held.release_all(),
+            Held::Sqlite(held) => held.release_all(),
         }
         if let Err(err) = self.conn.close_by_ref().await {
             tracing::warn!(error = %err, "closing the database pool failed");
         }
     }
 
-    /// On PostgreSQL, the stock of connections the hot-path statements keep (see `held`).
-    pub(crate) fn held(&self) -> Option<&HeldConnections> {
-        self.held.as_deref()
+    /// The stock of connections the hot-path statements keep (see `held`).
+    pub(crate) fn held(&self) -> &Held {
+        &self.held
     }
 
     /// Serialises SQLite writers (see `sqlite_writer`); a no-op on PostgreSQL.

@@ -1,13 +1,14 @@
-//! PostgreSQL connections held out of the pool between the statements of agent turns.
+//! Connections held out of the pool between the statements of agent turns.
 //!
-//! sqlx checks every connection given back to its pool with a round trip to the server (a
-//! `Sync`, answered by `ReadyForQuery`), in a task of its own. A session read or append is a
-//! single statement, so that check doubled the round trips of the hot path and woke a
-//! PostgreSQL backend for nothing (BENCHMARKS.md says what it cost). Those statements borrow
-//! from this small stock instead. A connection goes back on it only after its statement
-//! completed, when it is idle and in a known state; anything else (an error, a request
-//! cancelled mid-statement) drops it into the pool, whose check then decides whether to keep
-//! it.
+//! sqlx checks every connection given back to its pool: on PostgreSQL with a round trip to the
+//! server (a `Sync`, answered by `ReadyForQuery`), on SQLite with a hand-off to the thread
+//! that owns the connection, each in a task of its own. A session read or append is a single
+//! statement (on SQLite, a single script), so that check doubled the round trips or hand-offs
+//! of the hot path (BENCHMARKS.md says what it cost). Those statements borrow from this small
+//! stock instead. A connection goes back on it only after its statement succeeded, when it is
+//! idle and in a known state. One whose statement failed or was cancelled midway is closed:
+//! a SQLite script cut short can leave its transaction open, which the pool's check would not
+//! notice.
 //!
 //! The stock holds at most half the pool, so other requests always find connections there.
 //! A connection that sat on it longer than the pool's idle check, or left the pool more than
@@ -18,7 +19,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sea_orm::sqlx::pool::PoolConnection;
-use sea_orm::sqlx::{self, PgConnection, PgPool, Postgres};
+use sea_orm::sqlx::{self, Database, Pool};
 
 /// A pooled connection unused this long is checked before use (see `db.rs`); one held that
 /// long goes back to the pool, which checks it.
@@ -26,15 +27,16 @@ pub(crate) const IDLE_CHECK: Duration = Duration::from_secs(30);
 
 /// The stock of held connections of one database.
 #[derive(Debug)]
-pub(crate) struct HeldConnections {
-    stock: Mutex<Stock>,
+pub(crate) struct HeldConnections<DB: Database> {
+    pool: Pool<DB>,
+    stock: Mutex<Stock<DB>>,
     capacity: usize,
     max_lifetime: Duration,
 }
 
-#[derive(Debug, Default)]
-struct Stock {
-    connections: Vec<Held>,
+#[derive(Debug)]
+struct Stock<DB: Database> {
+    connections: Vec<Held<DB>>,
     /// Set when the pool closes: from then on every connection goes back to it, or closing
     /// would wait for them forever.
     closed: bool,
@@ -42,40 +44,65 @@ struct Stock {
 
 /// A connection borrowed from the stock (or from the pool when the stock was empty).
 #[derive(Debug)]
-struct Held {
-    connection: PoolConnection<Postgres>,
+struct Held<DB: Database> {
+    connection: PoolConnection<DB>,
     /// When it left the pool.
     taken: Instant,
     /// When it was last put on the stock.
     shelved: Instant,
 }
 
-impl HeldConnections {
-    pub(crate) fn new(max_connections: u32, max_lifetime: Duration) -> Self {
+/// A held connection in use. Dropped before [`InUse::finish`] (the statement failed, or the
+/// request was cancelled while it ran), it closes its connection instead of returning it.
+struct InUse<DB: Database>(Option<Held<DB>>);
+
+impl<DB: Database> InUse<DB> {
+    fn connection(&mut self) -> &mut DB::Connection {
+        // Only `finish`, which consumes self, takes the connection out.
+        &mut self.0.as_mut().expect("an InUse holds its connection until finished").connection
+    }
+
+    fn finish(mut self) -> Option<Held<DB>> {
+        self.0.take()
+    }
+}
+
+impl<DB: Database> Drop for InUse<DB> {
+    fn drop(&mut self) {
+        if let Some(held) = &mut self.0 {
+            held.connection.close_on_drop();
+        }
+    }
+}
+
+impl<DB: Database> HeldConnections<DB> {
+    pub(crate) fn new(pool: Pool<DB>, max_connections: u32, max_lifetime: Duration) -> Self {
         Self {
-            stock: Mutex::new(Stock::default()),
+            pool,
+            stock: Mutex::new(Stock { connections: Vec::new(), closed: false }),
             capacity: (max_connections / 2) as usize,
             max_lifetime,
         }
     }
 
-    /// Runs `statement` on a held connection (or one from `pool` when none is at hand), and
-    /// keeps the connection for the next statement if this one succeeded.
+    /// Runs `statement` on a held connection (or one from the pool when none is at hand),
+    /// and keeps the connection for the next statement if this one succeeded.
     pub(crate) async fn run<T>(
         &self,
-        pool: &PgPool,
-        statement: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+        statement: impl AsyncFnOnce(&mut DB::Connection) -> Result<T, sqlx::Error>,
     ) -> Result<T, sqlx::Error> {
-        let mut held = self.take(pool).await?;
-        let outcome = statement(&mut held.connection).await;
-        if outcome.is_ok() {
+        let mut in_use = InUse(Some(self.take().await?));
+        let outcome = statement(in_use.connection()).await;
+        if outcome.is_ok()
+            && let Some(held) = in_use.finish()
+        {
             self.give_back(held);
         }
         outcome
     }
 
-    /// The most recently used held connection that is still fresh, else one from `pool`.
-    async fn take(&self, pool: &PgPool) -> Result<Held, sqlx::Error> {
+    /// The most recently used held connection that is still fresh, else one from the pool.
+    async fn take(&self) -> Result<Held<DB>, sqlx::Error> {
         loop {
             let held = self.lock().connections.pop();
             match held {
@@ -85,14 +112,14 @@ impl HeldConnections {
                 None => break,
             }
         }
-        let connection = pool.acquire().await?;
+        let connection = self.pool.acquire().await?;
         let now = Instant::now();
         Ok(Held { connection, taken: now, shelved: now })
     }
 
     /// Takes `held` back after a statement that completed without error. Past the stock's
     /// capacity or its lifetime, it goes back to the pool instead.
-    fn give_back(&self, mut held: Held) {
+    fn give_back(&self, mut held: Held<DB>) {
         if held.taken.elapsed() >= self.max_lifetime {
             return;
         }
@@ -114,13 +141,13 @@ impl HeldConnections {
         drop(released);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Stock> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Stock<DB>> {
         // The stock stays consistent whatever panicked while holding the lock.
         self.stock.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-impl Drop for HeldConnections {
+impl<DB: Database> Drop for HeldConnections<DB> {
     fn drop(&mut self) {
         // A pooled connection returns itself through a spawned task, which needs a runtime.
         // Without one the process is ending, and the connections can simply be let go.

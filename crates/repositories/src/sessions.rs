@@ -10,13 +10,14 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use entity::{chat, conversation_item, session_idempotency_key};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, InsertStatement, OnConflict, Query};
-use sea_orm::sqlx::{self, PgConnection};
+use sea_orm::sqlx::{self, PgConnection, Postgres, SqliteConnection};
 use sea_orm::{
     AccessMode, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
     IsolationLevel, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Statement,
     TransactionTrait,
 };
 
+use crate::db::Held;
 use crate::db::sqlx_error;
 use crate::held::HeldConnections;
 use crate::{Db, RepoError, RepoResult};
@@ -61,6 +62,34 @@ WITH new_key AS (
 INSERT INTO conversation_items (user_id, chat_id, position, data, created_at)
 SELECT $1, $2, chat.item_count - $3 + item.n, item.data, $4
 FROM chat, unnest($5::text[]) WITH ORDINALITY AS item (data, n)";
+
+/// Appends a batch on SQLite in one script, so in one hand-off to the thread that owns the
+/// connection (sqlx runs a multi-statement query as one command). The caller holds the
+/// process's writer lock; `BEGIN IMMEDIATE` takes the file's, so the count read while
+/// numbering is the one the upsert just wrote. Parameters as in [`APPEND_SQL`], except `$5`:
+/// the items as a JSON array of strings, which `json_each` yields in order with their index.
+const SQLITE_APPEND_SQL: &str = "\
+BEGIN IMMEDIATE;
+INSERT INTO chats AS c (user_id, chat_id, title, is_active, item_count, created_at, updated_at)
+VALUES ($1, $2, NULL, TRUE, $3, $4, $4)
+ON CONFLICT (user_id, chat_id)
+DO UPDATE SET updated_at = excluded.updated_at, item_count = c.item_count + excluded.item_count;
+INSERT INTO conversation_items (user_id, chat_id, position, data, created_at)
+SELECT $1, $2, (SELECT item_count FROM chats WHERE user_id = $1 AND chat_id = $2) - $3 + item.key + 1,
+       item.value, $4
+FROM json_each($5) AS item;
+COMMIT";
+
+/// Runs `$statement`, an expression using `$connection`, on a held connection of whichever
+/// database `$db` is: one sqlx query, written once and type-checked for each database.
+macro_rules! on_held {
+    ($db:expr, |$connection:ident| $statement:expr) => {
+        match $db.held() {
+            Held::Postgres(held) => held.run(async |$connection| $statement).await,
+            Held::Sqlite(held) => held.run(async |$connection| $statement).await,
+        }
+    };
+}
 
 /// An `Idempotency-Key` and a digest of the batch it came with.
 #[derive(Debug, Clone)]
@@ -192,13 +221,34 @@ WHERE user_id = $1 AND chat_id = $2
   AND position > (SELECT item_count FROM chats WHERE user_id = $1 AND chat_id = $2) - $3
 ORDER BY position";
 
-fn latest_items_statement(backend: DbBackend, user: &str, session: &str, limit: u64) -> Statement {
+/// [`LATEST_ITEMS_SQL`] with the texts joined by commas in one row, on PostgreSQL.
+const LATEST_ITEMS_JOINED_PG_SQL: &str = "\
+SELECT string_agg(data, ',' ORDER BY position) FROM conversation_items
+WHERE user_id = $1 AND chat_id = $2
+  AND position > (SELECT item_count FROM chats WHERE user_id = $1 AND chat_id = $2) - $3";
+
+/// [`LATEST_ITEMS_SQL`] with the texts joined by commas in one row, on SQLite.
+const LATEST_ITEMS_JOINED_SQLITE_SQL: &str = "\
+SELECT group_concat(data, ',' ORDER BY position) FROM conversation_items
+WHERE user_id = $1 AND chat_id = $2
+  AND position > (SELECT item_count FROM chats WHERE user_id = $1 AND chat_id = $2) - $3";
+
+fn latest_items_joined_sql(backend: DbBackend) -> &'static str {
+    match backend {
+        DbBackend::Postgres => LATEST_ITEMS_JOINED_PG_SQL,
+        _ => LATEST_ITEMS_JOINED_SQLITE_SQL,
+    }
+}
+
+fn latest_items_statement(
+    backend: DbBackend,
+    sql: &str,
+    user: &str,
+    session: &str,
+    limit: u64,
+) -> Statement {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    Statement::from_sql_and_values(
-        backend,
-        LATEST_ITEMS_SQL,
-        [user.into(), session.into(), limit.into()],
-    )
+    Statement::from_sql_and_values(backend, sql, [user.into(), session.into(), limit.into()])
 }
 
 /// One page of a full read: the items after position `after`, oldest first.
@@ -221,7 +271,11 @@ fn items_after_query(
 /// The read statements of this module, for checking their query plans.
 pub(crate) fn read_statements(backend: DbBackend) -> Vec<(&'static str, Statement)> {
     vec![
-        ("session latest items", latest_items_statement(backend, "u1", "s1", 50)),
+        ("session latest items", latest_items_statement(backend, LATEST_ITEMS_SQL, "u1", "s1", 50)),
+        (
+            "session latest items joined",
+            latest_items_statement(backend, latest_items_joined_sql(backend), "u1", "s1", 50),
+        ),
         ("session full-read page", items_after_query("u1", "s1", 0, 500).build(backend)),
     ]
 }
@@ -266,22 +320,37 @@ impl Sessions<'_> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        if let Some(held) = self.db.held() {
-            let pool = self.db.connection().get_postgres_connection_pool();
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let read = async |connection: &mut PgConnection| {
-                sqlx::query_scalar(LATEST_ITEMS_SQL)
-                    .bind(user)
-                    .bind(session)
-                    .bind(limit)
-                    .fetch_all(connection)
-                    .await
-            };
-            return held.run(pool, read).await.map_err(sqlx_error);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        on_held!(self.db, |connection| {
+            sqlx::query_scalar(LATEST_ITEMS_SQL)
+                .bind(user)
+                .bind(session)
+                .bind(limit)
+                .fetch_all(connection)
+                .await
+        })
+        .map_err(sqlx_error)
+    }
+
+    /// The newest `limit` items, oldest first, as their stored JSON texts joined by commas:
+    /// the inside of a JSON array, made by the database, so one row comes back instead of
+    /// `limit`. Empty for an unknown or empty session.
+    pub async fn latest_items_joined(
+        &self,
+        user: &str,
+        session: &str,
+        limit: u64,
+    ) -> RepoResult<String> {
+        if limit == 0 {
+            return Ok(String::new());
         }
-        let statement = latest_items_statement(self.db.db_backend(), user, session, limit);
-        let rows = self.db.connection().query_all_raw(statement).await?;
-        Ok(rows.iter().map(|row| row.try_get_by_index(0)).collect::<Result<_, _>>()?)
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = latest_items_joined_sql(self.db.db_backend());
+        let joined: Option<String> = on_held!(self.db, |connection| {
+            sqlx::query_scalar(sql).bind(user).bind(session).bind(limit).fetch_one(connection).await
+        })
+        .map_err(sqlx_error)?;
+        Ok(joined.unwrap_or_default())
     }
 
     /// Every item, oldest first, in one statement (a consistent snapshot). For callers that
@@ -352,10 +421,30 @@ impl Sessions<'_> {
         let added = i64::try_from(items.len())
             .map_err(|_| RepoError::Invalid("too many items in one batch".into()))?;
         let now = now();
-        if let Some(held) = self.db.held() {
-            return self
-                .append_in_one_statement(held, user, session, items, added, idempotency, now)
-                .await;
+        match (self.db.held(), idempotency) {
+            (Held::Postgres(held), _) => {
+                return self
+                    .append_in_one_statement(held, user, session, items, added, idempotency, now)
+                    .await;
+            }
+            (Held::Sqlite(held), None) => {
+                let _writer = self.db.write_guard().await;
+                let items = serde_json::to_string(items)
+                    .map_err(|err| RepoError::Invalid(err.to_string()))?;
+                let append = async |connection: &mut SqliteConnection| {
+                    sqlx::query(SQLITE_APPEND_SQL)
+                        .bind(user)
+                        .bind(session)
+                        .bind(added)
+                        .bind(now)
+                        .bind(items.as_str())
+                        .execute(connection)
+                        .await
+                };
+                held.run(append).await.map_err(sqlx_error)?;
+                return Ok(u64::try_from(added).unwrap_or(0));
+            }
+            (Held::Sqlite(_), Some(_)) => {}
         }
         let _writer = self.db.write_guard().await;
         let txn = self.db.connection().begin().await?;
@@ -426,7 +515,7 @@ impl Sessions<'_> {
     #[allow(clippy::too_many_arguments)] // add_items's arguments, and what it worked out
     async fn append_in_one_statement(
         &self,
-        held: &HeldConnections,
+        held: &HeldConnections<Postgres>,
         user: &str,
         session: &str,
         items: &[&str],
@@ -434,7 +523,6 @@ impl Sessions<'_> {
         idempotency: Option<&IdempotencyKey>,
         now: DateTime<Utc>,
     ) -> RepoResult<u64> {
-        let pool = self.db.connection().get_postgres_connection_pool();
         let append = async |connection: &mut PgConnection| {
             let sql = if idempotency.is_some() { APPEND_ONCE_SQL } else { APPEND_SQL };
             let mut query =
@@ -444,7 +532,7 @@ impl Sessions<'_> {
             }
             query.execute(connection).await
         };
-        let inserted = held.run(pool, append).await.map_err(sqlx_error)?.rows_affected();
+        let inserted = held.run(append).await.map_err(sqlx_error)?.rows_affected();
         if inserted > 0 {
             return Ok(inserted);
         }

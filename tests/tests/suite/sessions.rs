@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chatstore_tests::{Backend, TestApp, dual_backend_tests, with_app, with_database, within};
-use sea_orm::{EntityTrait, QueryFilter};
+use sea_orm::{ConnectionTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 
 fn items_of(answer: &chatstore_tests::Answer) -> Vec<Value> {
@@ -395,7 +395,70 @@ async fn expired_idempotency_keys_are_pruned(backend: Backend) {
     .await;
 }
 
+/// Makes the database refuse any item containing "boom" mid-append, after the chat's row was
+/// touched: the append fails part-way through its transaction.
+async fn refuse_boom_items(app: &TestApp) {
+    let statements: &[&str] = match app.db.backend() {
+        repositories::Backend::Sqlite => {
+            &["CREATE TRIGGER refuse_boom BEFORE INSERT ON conversation_items \
+             WHEN NEW.data LIKE '%boom%' BEGIN SELECT RAISE(ABORT, 'boom refused'); END"]
+        }
+        repositories::Backend::Postgres => &[
+            "CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.data LIKE '%boom%' THEN RAISE EXCEPTION 'boom refused'; END IF; \
+             RETURN NEW; END $$",
+            "CREATE TRIGGER refuse_boom BEFORE INSERT ON conversation_items \
+             FOR EACH ROW EXECUTE FUNCTION refuse_boom()",
+        ],
+    };
+    for statement in statements {
+        app.db.connection().execute_unprepared(statement).await.unwrap();
+    }
+}
+
+async fn a_failed_append_leaves_nothing_behind_and_later_ones_work(backend: Backend) {
+    with_app(backend, async |app| {
+        add(app, "alice", "s", &numbered(0..1)).await;
+        let before = app.chat_row("alice", "s").await.unwrap();
+        refuse_boom_items(app).await;
+
+        let failing =
+            json!({ "items": [{"role": "user", "content": "fine"}, {"content": "boom"}] });
+        let answer = app.post("/sessions/s/items", "alice", &failing.to_string()).await;
+        assert_eq!(answer.status, 500, "{}", answer.text);
+
+        // Nothing of the batch is kept: not its first item, not the chat's new count.
+        assert_eq!(items_of(&app.get("/sessions/s/items", "alice").await), numbered(0..1));
+        let after = app.chat_row("alice", "s").await.unwrap();
+        assert_eq!((after.item_count, after.updated_at), (before.item_count, before.updated_at));
+
+        // The connection it ran on is not reused half-way through a transaction: every later
+        // append, one after another and then many at once, commits.
+        for n in 1..6 {
+            add(app, "alice", "s", &numbered(n..n + 1)).await;
+        }
+        let mut tasks = Vec::new();
+        for n in 6..38 {
+            let request = app
+                .request(reqwest::Method::POST, "/sessions/other/items", "alice")
+                .header("content-type", "application/json")
+                .body(json!({ "items": numbered(n..n + 1) }).to_string());
+            tasks.push(tokio::spawn(
+                async move { request.send().await.map(|r| r.status().as_u16()) },
+            ));
+        }
+        for task in tasks {
+            assert_eq!(within(Duration::from_secs(30), task).await.unwrap().unwrap(), 200);
+        }
+        assert_eq!(items_of(&app.get("/sessions/s/items", "alice").await), numbered(0..6));
+        assert_eq!(app.chat_row("alice", "s").await.unwrap().item_count, 6);
+        assert_eq!(app.chat_row("alice", "other").await.unwrap().item_count, 32);
+    })
+    .await;
+}
+
 dual_backend_tests!(
+    a_failed_append_leaves_nothing_behind_and_later_ones_work,
     expired_idempotency_keys_are_pruned,
     get_items_follows_the_protocol,
     first_write_creates_an_active_untitled_chat,

@@ -98,8 +98,8 @@ pub(crate) async fn get_items(
         Some(limit) => {
             let limit = u64::try_from(limit)
                 .map_err(|_| ApiError::invalid("limit must be 0 or a positive integer"))?;
-            let items = state.db.sessions().latest_items(&user, &session, limit).await?;
-            Ok(items_body(items.iter().map(String::as_str)))
+            let joined = state.db.sessions().latest_items_joined(&user, &session, limit).await?;
+            Ok(json_text(StatusCode::OK, format!("{{\"items\":[{joined}]}}")))
         }
         None => stream_all_items(state, user, session).await,
     }
