@@ -65,12 +65,16 @@ async fn measure(
         drive(&server.address, &token, &prefix(history), 4, Duration::from_secs(1)).await?;
     }
 
-    // Round by round, every history for chatstore then for pgbench, so drift hits all alike.
+    // Round by round, every history for chatstore then for pgbench, so drift hits all alike;
+    // each round starts one history later, so none is always measured first (after the
+    // previous round's largest) or last (after the most churn on the chats table).
     let part = Duration::from_secs((args.seconds / u64::from(2 * args.rounds)).max(1));
     let mut runs: Vec<Run> = HISTORIES.iter().map(|_| Run::default()).collect();
     let mut reference_runs = vec![PgbenchRun::default(); HISTORIES.len()];
-    for _ in 0..args.rounds {
-        for (index, (history, reference)) in HISTORIES.into_iter().zip(references).enumerate() {
+    for round in 0..args.rounds as usize {
+        for turn in 0..HISTORIES.len() {
+            let index = (round + turn) % HISTORIES.len();
+            let (history, reference) = (HISTORIES[index], &references[index]);
             let run = drive(&server.address, &token, &prefix(history), CLIENTS, part).await?;
             runs[index].absorb(run);
             let name = reference.pg_name().context("a PostgreSQL database")?;
