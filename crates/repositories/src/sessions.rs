@@ -9,8 +9,8 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use entity::{chat, conversation_item, session_idempotency_key};
-use sea_orm::sea_query::{Condition, Expr, ExprTrait, InsertStatement, OnConflict, Query};
-use sea_orm::sqlx::{self, PgConnection, Postgres, SqliteConnection};
+use sea_orm::sea_query::{Condition, Expr, InsertStatement, Query};
+use sea_orm::sqlx::{self, PgConnection, Postgres, Sqlite, SqliteConnection};
 use sea_orm::{
     AccessMode, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
     IsolationLevel, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Statement,
@@ -80,6 +80,27 @@ SELECT $1, $2, (SELECT item_count FROM chats WHERE user_id = $1 AND chat_id = $2
 FROM json_each($5) AS item;
 COMMIT";
 
+/// One batch of [`Sessions::add_items`], with what was worked out from it.
+struct Batch<'a> {
+    user: &'a str,
+    session: &'a str,
+    items: &'a [&'a str],
+    added: i64,
+    now: DateTime<Utc>,
+}
+
+/// The answer to a batch whose idempotency key an earlier request recorded (with digest
+/// `earlier_hash`, adding `earlier_added` items): the same answer, or a conflict if the
+/// batch differs.
+fn answer_repeat(key: &IdempotencyKey, earlier_added: i64, earlier_hash: &str) -> RepoResult<u64> {
+    if earlier_hash != key.request_hash {
+        return Err(RepoError::Conflict(
+            "this Idempotency-Key was already used with a different batch".into(),
+        ));
+    }
+    Ok(u64::try_from(earlier_added).unwrap_or(0))
+}
+
 /// Runs `$statement`, an expression using `$connection`, on a held connection of whichever
 /// database `$db` is: one sqlx query, written once and type-checked for each database.
 macro_rules! on_held {
@@ -90,6 +111,32 @@ macro_rules! on_held {
         }
     };
 }
+
+/// [`SQLITE_APPEND_SQL`] guarded by an idempotency key (`$6`, with the batch digest `$7`), in
+/// one script as [`APPEND_ONCE_SQL`] is one statement. The chat is touched only if the key is
+/// new, the items inserted only if the chat was (`changes()` counts the rows of the last
+/// completed statement, not of the running one), and the key recorded last, because SQLite
+/// checks its reference to the chat at the end of each statement. Its one row answers whether
+/// the key was new (1) or a repeat (0), and what the key's first request recorded.
+const SQLITE_APPEND_ONCE_SQL: &str = "\
+BEGIN IMMEDIATE;
+INSERT INTO chats AS c (user_id, chat_id, title, is_active, item_count, created_at, updated_at)
+SELECT $1, $2, NULL, TRUE, $3, $4, $4
+WHERE NOT EXISTS (SELECT 1 FROM session_idempotency_keys
+                  WHERE user_id = $1 AND chat_id = $2 AND idempotency_key = $6)
+ON CONFLICT (user_id, chat_id)
+DO UPDATE SET updated_at = excluded.updated_at, item_count = c.item_count + excluded.item_count;
+INSERT INTO conversation_items (user_id, chat_id, position, data, created_at)
+SELECT $1, $2, (SELECT item_count FROM chats WHERE user_id = $1 AND chat_id = $2) - $3 + item.key + 1,
+       item.value, $4
+FROM json_each($5) AS item WHERE changes() = 1;
+INSERT INTO session_idempotency_keys
+    (user_id, chat_id, idempotency_key, request_hash, added, created_at)
+VALUES ($1, $2, $6, $7, $3, $4)
+ON CONFLICT (user_id, chat_id, idempotency_key) DO NOTHING;
+SELECT changes(), added, request_hash FROM session_idempotency_keys
+WHERE user_id = $1 AND chat_id = $2 AND idempotency_key = $6;
+COMMIT";
 
 /// An `Idempotency-Key` and a digest of the batch it came with.
 #[derive(Debug, Clone)]
@@ -407,6 +454,9 @@ impl Sessions<'_> {
     /// Appends `items` (JSON object texts) as one contiguous batch, creating the chat if it
     /// does not exist. With an idempotency key already used on this session, adds nothing and
     /// returns what the first request added; used with a different batch, that is a conflict.
+    ///
+    /// Either way it is one statement on PostgreSQL and one script on SQLite, on a held
+    /// connection: the hottest write of an agent turn pays one round trip or hand-off.
     pub async fn add_items(
         &self,
         user: &str,
@@ -420,113 +470,33 @@ impl Sessions<'_> {
         }
         let added = i64::try_from(items.len())
             .map_err(|_| RepoError::Invalid("too many items in one batch".into()))?;
-        let now = now();
-        match (self.db.held(), idempotency) {
-            (Held::Postgres(held), _) => {
-                return self
-                    .append_in_one_statement(held, user, session, items, added, idempotency, now)
-                    .await;
-            }
-            (Held::Sqlite(held), None) => {
-                let _writer = self.db.write_guard().await;
-                let items = serde_json::to_string(items)
-                    .map_err(|err| RepoError::Invalid(err.to_string()))?;
-                let append = async |connection: &mut SqliteConnection| {
-                    sqlx::query(SQLITE_APPEND_SQL)
-                        .bind(user)
-                        .bind(session)
-                        .bind(added)
-                        .bind(now)
-                        .bind(items.as_str())
-                        .execute(connection)
-                        .await
-                };
-                held.run(append).await.map_err(sqlx_error)?;
-                return Ok(u64::try_from(added).unwrap_or(0));
-            }
-            (Held::Sqlite(_), Some(_)) => {}
+        let batch = Batch { user, session, items, added, now: now() };
+        match self.db.held() {
+            Held::Postgres(held) => self.append_on_postgres(held, &batch, idempotency).await,
+            Held::Sqlite(held) => self.append_on_sqlite(held, &batch, idempotency).await,
         }
-        let _writer = self.db.write_guard().await;
-        let txn = self.db.connection().begin().await?;
-
-        // Creates the chat or touches it; either way its row stays locked until commit, and
-        // the new count tells where this batch goes.
-        let touch = chat_insert(user, session, None, added, now)?
-            .on_conflict(
-                OnConflict::columns([chat::Column::UserId, chat::Column::ChatId])
-                    .value(chat::Column::UpdatedAt, now)
-                    .value(
-                        chat::Column::ItemCount,
-                        Expr::col((chat::Entity, chat::Column::ItemCount)).add(added),
-                    )
-                    .to_owned(),
-            )
-            .returning_col(chat::Column::ItemCount)
-            .to_owned();
-        let new_count: i64 = txn
-            .query_one(&touch)
-            .await?
-            .ok_or_else(|| RepoError::Invalid("the chat upsert returned no row".into()))?
-            .try_get("", "item_count")?;
-
-        if let Some(key) = idempotency {
-            let earlier = session_idempotency_key::Entity::find_by_id((
-                user.to_owned(),
-                session.to_owned(),
-                key.key.clone(),
-            ))
-            .one(&txn)
-            .await?;
-            if let Some(earlier) = earlier {
-                txn.rollback().await?;
-                if earlier.request_hash != key.request_hash {
-                    return Err(RepoError::Conflict(
-                        "this Idempotency-Key was already used with a different batch".into(),
-                    ));
-                }
-                return Ok(u64::try_from(earlier.added).unwrap_or(0));
-            }
-        }
-
-        insert_items(&txn, user, session, new_count - added + 1, items, now).await?;
-
-        if let Some(key) = idempotency {
-            session_idempotency_key::Entity::insert(session_idempotency_key::ActiveModel {
-                user_id: sea_orm::Set(user.to_owned()),
-                chat_id: sea_orm::Set(session.to_owned()),
-                idempotency_key: sea_orm::Set(key.key.clone()),
-                request_hash: sea_orm::Set(key.request_hash.clone()),
-                added: sea_orm::Set(added),
-                created_at: sea_orm::Set(now),
-            })
-            .exec_without_returning(&txn)
-            .await?;
-        }
-        txn.commit().await?;
-        Ok(u64::try_from(added).unwrap_or(0))
     }
 
     /// [`Self::add_items`] on PostgreSQL: one statement, so one round trip and no explicit
     /// transaction (a statement is atomic on its own). It takes the chat's row lock in the
-    /// upsert before it numbers the batch, like the transaction it replaces, so batches stay
-    /// whole and contiguous. With a key, the key is recorded first and the rest only happens
-    /// if it was new; a concurrent request with the same key waits on that insert and then
-    /// finds the key taken.
-    #[allow(clippy::too_many_arguments)] // add_items's arguments, and what it worked out
-    async fn append_in_one_statement(
+    /// upsert before it numbers the batch, like a transaction would, so batches stay whole
+    /// and contiguous. With a key, the key is recorded first and the rest only happens if it
+    /// was new; a concurrent request with the same key waits on that insert and then finds
+    /// the key taken.
+    async fn append_on_postgres(
         &self,
         held: &HeldConnections<Postgres>,
-        user: &str,
-        session: &str,
-        items: &[&str],
-        added: i64,
+        batch: &Batch<'_>,
         idempotency: Option<&IdempotencyKey>,
-        now: DateTime<Utc>,
     ) -> RepoResult<u64> {
         let append = async |connection: &mut PgConnection| {
             let sql = if idempotency.is_some() { APPEND_ONCE_SQL } else { APPEND_SQL };
-            let mut query =
-                sqlx::query(sql).bind(user).bind(session).bind(added).bind(now).bind(items);
+            let mut query = sqlx::query(sql)
+                .bind(batch.user)
+                .bind(batch.session)
+                .bind(batch.added)
+                .bind(batch.now)
+                .bind(batch.items);
             if let Some(key) = idempotency {
                 query = query.bind(key.key.as_str()).bind(key.request_hash.as_str());
             }
@@ -540,19 +510,55 @@ impl Sessions<'_> {
         let key = idempotency
             .ok_or_else(|| RepoError::Invalid("a non-empty batch inserted nothing".into()))?;
         let earlier = session_idempotency_key::Entity::find_by_id((
-            user.to_owned(),
-            session.to_owned(),
+            batch.user.to_owned(),
+            batch.session.to_owned(),
             key.key.clone(),
         ))
         .one(self.db.connection())
         .await?
         .ok_or_else(|| RepoError::Invalid("an idempotency key vanished while in use".into()))?;
-        if earlier.request_hash != key.request_hash {
-            return Err(RepoError::Conflict(
-                "this Idempotency-Key was already used with a different batch".into(),
-            ));
+        answer_repeat(key, earlier.added, &earlier.request_hash)
+    }
+
+    /// [`Self::add_items`] on SQLite: one script, so one hand-off to the connection's thread,
+    /// under the process's writer lock (see [`SQLITE_APPEND_SQL`]).
+    async fn append_on_sqlite(
+        &self,
+        held: &HeldConnections<Sqlite>,
+        batch: &Batch<'_>,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> RepoResult<u64> {
+        let items = serde_json::to_string(batch.items)
+            .map_err(|err| RepoError::Invalid(err.to_string()))?;
+        let _writer = self.db.write_guard().await;
+        let append = async |connection: &mut SqliteConnection| {
+            let sql =
+                if idempotency.is_some() { SQLITE_APPEND_ONCE_SQL } else { SQLITE_APPEND_SQL };
+            let mut query = sqlx::query_as(sql)
+                .bind(batch.user)
+                .bind(batch.session)
+                .bind(batch.added)
+                .bind(batch.now)
+                .bind(items.as_str());
+            if let Some(key) = idempotency {
+                query = query.bind(key.key.as_str()).bind(key.request_hash.as_str());
+            }
+            // Every row, never just the first: sqlx stops a script at the row limit it is
+            // given, which would leave its transaction open.
+            query.fetch_all(connection).await
+        };
+        let answers: Vec<(i64, i64, String)> = held.run(append).await.map_err(sqlx_error)?;
+        let Some(key) = idempotency else {
+            return Ok(u64::try_from(batch.added).unwrap_or(0));
+        };
+        let (new_key, earlier_added, earlier_hash) = answers
+            .into_iter()
+            .next()
+            .ok_or_else(|| RepoError::Invalid("an idempotency key vanished while in use".into()))?;
+        if new_key == 1 {
+            return Ok(u64::try_from(batch.added).unwrap_or(0));
         }
-        Ok(u64::try_from(earlier.added).unwrap_or(0))
+        answer_repeat(key, earlier_added, &earlier_hash)
     }
 
     /// Forgets idempotency keys recorded before `cutoff`; returns how many. A retry later than

@@ -176,15 +176,19 @@ async fn a_retried_batch_with_the_same_idempotency_key_is_stored_once(backend: B
             async move { chatstore_tests::Answer::read(request.send().await.unwrap()).await }
         };
         let first = send("batch-1", body.clone()).await;
+        let chat = app.chat_row("alice", "s").await.unwrap();
         let retry = send("batch-1", body.clone()).await;
         assert_eq!(first.status, 200);
         assert_eq!((retry.status, retry.text.as_str()), (200, first.text.as_str()));
         assert_eq!(items_of(&app.get("/sessions/s/items", "alice").await), numbered(0..3));
+        // A repeat does not touch the chat either: its count and its place in the list stay.
+        assert_eq!(app.chat_row("alice", "s").await.unwrap(), chat);
 
         // The same key with another batch is a conflict that stores nothing.
         let other = json!({ "items": numbered(5..6) }).to_string();
         send("batch-1", other).await.assert_error(409, "conflict");
         assert_eq!(items_of(&app.get("/sessions/s/items", "alice").await), numbered(0..3));
+        assert_eq!(app.chat_row("alice", "s").await.unwrap(), chat);
         // A new key appends again; keys are per session and per user.
         assert_eq!(send("batch-2", body.clone()).await.status, 200);
         assert_eq!(items_of(&app.get("/sessions/s/items", "alice").await).len(), 6);
