@@ -16,7 +16,7 @@ mod sessions;
 
 pub use attachment_contents::{AttachmentContents, Content};
 pub use chats::{ChatChanges, ChatWithItems, Chats};
-pub use db::{Backend, DatabaseSettings, Db};
+pub use db::{Backend, DatabaseSettings, Db, SqliteSync};
 pub use error::{RepoError, RepoResult};
 pub use feedback::Feedback;
 pub use page::{Order, Page};

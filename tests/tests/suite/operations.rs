@@ -239,3 +239,30 @@ async fn postgres_urls_with_sslmode_require_connect_over_tls() {
     db.close().await;
     database.drop_database().await;
 }
+
+/// SQLite only: `database.sqlite_synchronous` reaches every connection of the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_synchronous_setting_reaches_the_connections() {
+    let Some(database) = TestDatabase::create(Backend::Sqlite).await else { return };
+    // PRAGMA synchronous answers 1 for NORMAL and 2 for FULL.
+    for (setting, expected) in
+        [(repositories::SqliteSync::Normal, 1), (repositories::SqliteSync::Full, 2)]
+    {
+        let settings = test_settings(&database.url, |settings| {
+            settings.database.sqlite_synchronous = setting;
+        });
+        let db = repositories::Db::connect(&settings.database).await.expect("connect");
+        let row = db
+            .connection()
+            .query_one_raw(sea_orm::Statement::from_string(
+                db.connection().get_database_backend(),
+                "PRAGMA synchronous",
+            ))
+            .await
+            .unwrap()
+            .expect("a row");
+        assert_eq!(row.try_get_by_index::<i64>(0).unwrap(), expected, "{setting:?}");
+        db.close().await;
+    }
+    database.drop_database().await;
+}
