@@ -62,45 +62,63 @@ pub(crate) async fn embedded_turns(args: &TurnArgs<'_>, report: &mut String) -> 
         return Ok(());
     };
     let ours = TestDatabase::create(Backend::Sqlite).await.context("a SQLite file")?;
+    let ours_full = TestDatabase::create(Backend::Sqlite).await.context("a SQLite file")?;
     let directory =
         std::env::temp_dir().join(format!("chatstore-bench-sdk-{}", std::process::id()));
     std::fs::create_dir_all(&directory)?;
-    let outcome = measure(args, &python, &ours, &directory.join("sessions.db"), report).await;
+    let outcome =
+        measure(args, &python, [&ours, &ours_full], &directory.join("sessions.db"), report).await;
     ours.drop_database().await;
+    ours_full.drop_database().await;
     let _ = std::fs::remove_dir_all(&directory);
     outcome
 }
 
+/// Turns on two chatstore servers, each on its own file: the default
+/// `database.sqlite_synchronous = "normal"`, and `"full"`, which syncs at every commit as the
+/// SDK does; and the SDK's turns, all three interleaved round by round.
 async fn measure(
     args: &TurnArgs<'_>,
     python: &Path,
-    ours: &TestDatabase,
+    ours: [&TestDatabase; 2],
     sdk_file: &Path,
     report: &mut String,
 ) -> anyhow::Result<()> {
     let sdk_file = sdk_file.to_str().context("a UTF-8 temporary path")?;
     peer(python, &["load", sdk_file, &SESSIONS.to_string(), &HISTORY.to_string()])?;
-    let db = ours.connect().await;
-    db.migrate().await?;
-    load_sessions(&db, "", HISTORY).await?;
-    db.close().await;
-    // The default configuration's pool (the test configuration's is smaller).
-    let server =
-        ServerProcess::start(args.binary, &ours.url, &[("APP__DATABASE__MAX_CONNECTIONS", "16")]);
-    let token = bench_token(&ours.url)?;
-    drive(&server.address, &token, "", 4, Duration::from_secs(1)).await?; // warm-up
+    let mut servers = Vec::new();
+    for (database, synchronous) in ours.into_iter().zip(["normal", "full"]) {
+        let db = database.connect().await;
+        db.migrate().await?;
+        load_sessions(&db, "", HISTORY).await?;
+        db.close().await;
+        // The default configuration's pool (the test configuration's is smaller).
+        let server = ServerProcess::start(
+            args.binary,
+            &database.url,
+            &[
+                ("APP__DATABASE__MAX_CONNECTIONS", "16"),
+                ("APP__DATABASE__SQLITE_SYNCHRONOUS", synchronous),
+            ],
+        );
+        let token = bench_token(&database.url)?;
+        drive(&server.address, &token, "", 4, Duration::from_secs(1)).await?; // warm-up
+        servers.push((server, token));
+    }
 
     let _ = writeln!(
         report,
-        "| clients | chatstore turns/s | p50 | p99 | SQLiteSession turns/s | p50 | p99 | ratio |\n|---|---|---|---|---|---|---|---|"
+        "| clients | chatstore turns/s | p50 | p99 | chatstore, synchronous=FULL | p50 | p99 | SQLiteSession turns/s | p50 | p99 | ratio | ratio, both FULL |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     let part = Duration::from_secs((args.seconds / u64::from(2 * args.rounds)).max(1));
     for clients in [1usize, 16] {
-        let mut run = Run::default();
+        let mut runs = [Run::default(), Run::default()];
         let mut sdk = PeerRun::default();
         let (mut sdk_p50, mut sdk_p99) = (0.0, 0.0);
         for _ in 0..args.rounds {
-            run.absorb(drive(&server.address, &token, "", clients, part).await?);
+            for ((server, token), run) in servers.iter().zip(&mut runs) {
+                run.absorb(drive(&server.address, token, "", clients, part).await?);
+            }
             let seconds = part.as_secs().to_string();
             let line = peer(
                 python,
@@ -113,16 +131,23 @@ async fn measure(
             sdk_p50 += sdk_run.p50_us / f64::from(args.rounds);
             sdk_p99 += sdk_run.p99_us / f64::from(args.rounds);
         }
-        let ours_tps = run.per_second();
         let sdk_tps = sdk.turns as f64 / sdk.elapsed;
+        let [normal, full] = &runs;
         let _ = writeln!(
             report,
-            "| {clients} | {ours_tps:.0} | {} | {} | {sdk_tps:.0} | {sdk_p50:.0} µs | {sdk_p99:.0} µs | **{:.2}x** |",
-            micros(run.latencies.percentile(0.5)),
-            micros(run.latencies.percentile(0.99)),
-            ours_tps / sdk_tps,
+            "| {clients} | {:.0} | {} | {} | {:.0} | {} | {} | {sdk_tps:.0} | {sdk_p50:.0} µs | {sdk_p99:.0} µs | **{:.2}x** | {:.2}x |",
+            normal.per_second(),
+            micros(normal.latencies.percentile(0.5)),
+            micros(normal.latencies.percentile(0.99)),
+            full.per_second(),
+            micros(full.latencies.percentile(0.5)),
+            micros(full.latencies.percentile(0.99)),
+            normal.per_second() / sdk_tps,
+            full.per_second() / sdk_tps,
         );
     }
-    server.stop();
+    for (server, _) in servers {
+        server.stop();
+    }
     Ok(())
 }
