@@ -33,7 +33,7 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Utc};
 use entity::{chatkit_attachment, chatkit_attachment_content, chatkit_item, chatkit_thread};
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query, SelectStatement};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, DbBackend, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
@@ -43,6 +43,7 @@ use sea_orm::{
 pub use iso_time::parse_iso_timestamp;
 
 pub use crate::Page;
+use crate::chats::cursor_alias;
 use crate::sessions::now;
 use crate::{Db, RepoError, RepoResult};
 
@@ -640,24 +641,29 @@ fn thread_of(user: &str, thread_id: &str) -> sea_orm::Condition {
         .add(chatkit_item::Column::ThreadId.eq(thread_id))
 }
 
-/// `limit` threads after the cursor `(created_at, thread_id)`, in `order`.
+/// `limit` threads after the thread `after` (exclusive), in `order`. The cursor's key
+/// `(created_at, thread_id)` is looked up inside the same statement, so a page is one round
+/// trip however deep it is; a cursor naming no thread of the user makes the page empty.
 fn threads_page_query(
     user: &str,
-    cursor: Option<(DateTime<Utc>, &str)>,
+    after: Option<&str>,
     order: SortOrder,
     limit: u64,
 ) -> Select<chatkit_thread::Entity> {
     let mut query = chatkit_thread::Entity::find().filter(chatkit_thread::Column::UserId.eq(user));
-    if let Some((created_at, thread_id)) = cursor {
+    if let Some(after) = after {
         let key = Expr::tuple([
-            Expr::col(chatkit_thread::Column::CreatedAt),
-            Expr::col(chatkit_thread::Column::ThreadId),
+            Expr::col((chatkit_thread::Entity, chatkit_thread::Column::CreatedAt)),
+            Expr::col((chatkit_thread::Entity, chatkit_thread::Column::ThreadId)),
         ]);
-        let bound = Expr::tuple([Expr::val(created_at), Expr::val(thread_id)]);
-        query = query.filter(match order {
-            SortOrder::Asc => key.gt(bound),
-            SortOrder::Desc => key.lt(bound),
-        });
+        let cursor = Query::select()
+            .column((cursor_alias(), chatkit_thread::Column::CreatedAt))
+            .column((cursor_alias(), chatkit_thread::Column::ThreadId))
+            .from_as(chatkit_thread::Entity, cursor_alias())
+            .and_where(Expr::col((cursor_alias(), chatkit_thread::Column::UserId)).eq(user))
+            .and_where(Expr::col((cursor_alias(), chatkit_thread::Column::ThreadId)).eq(after))
+            .to_owned();
+        query = query.filter(after_cursor(key, cursor, order));
     }
     query
         .order_by(chatkit_thread::Column::CreatedAt, order.sql())
@@ -665,30 +671,45 @@ fn threads_page_query(
         .limit(limit)
 }
 
-/// `limit` items of a thread after the cursor `(created_at, seq)`, in `order`.
+/// `limit` items of a thread after the item `after` (exclusive), in `order`. The cursor's key
+/// `(created_at, seq)` is looked up inside the same statement, as for threads; a cursor naming
+/// no item of the thread makes the page empty.
 fn items_page_query(
     user: &str,
     thread_id: &str,
-    cursor: Option<(DateTime<Utc>, i64)>,
+    after: Option<&str>,
     order: SortOrder,
     limit: u64,
 ) -> Select<chatkit_item::Entity> {
     let mut query = chatkit_item::Entity::find().filter(thread_of(user, thread_id));
-    if let Some((created_at, seq)) = cursor {
+    if let Some(after) = after {
         let key = Expr::tuple([
-            Expr::col(chatkit_item::Column::CreatedAt),
-            Expr::col(chatkit_item::Column::Seq),
+            Expr::col((chatkit_item::Entity, chatkit_item::Column::CreatedAt)),
+            Expr::col((chatkit_item::Entity, chatkit_item::Column::Seq)),
         ]);
-        let bound = Expr::tuple([Expr::val(created_at), Expr::val(seq)]);
-        query = query.filter(match order {
-            SortOrder::Asc => key.gt(bound),
-            SortOrder::Desc => key.lt(bound),
-        });
+        let cursor = Query::select()
+            .column((cursor_alias(), chatkit_item::Column::CreatedAt))
+            .column((cursor_alias(), chatkit_item::Column::Seq))
+            .from_as(chatkit_item::Entity, cursor_alias())
+            .and_where(Expr::col((cursor_alias(), chatkit_item::Column::UserId)).eq(user))
+            .and_where(Expr::col((cursor_alias(), chatkit_item::Column::ThreadId)).eq(thread_id))
+            .and_where(Expr::col((cursor_alias(), chatkit_item::Column::ItemId)).eq(after))
+            .to_owned();
+        query = query.filter(after_cursor(key, cursor, order));
     }
     query
         .order_by(chatkit_item::Column::CreatedAt, order.sql())
         .order_by(chatkit_item::Column::Seq, order.sql())
         .limit(limit)
+}
+
+/// `key` past the key `cursor` selects, in `order`.
+fn after_cursor(key: Expr, cursor: SelectStatement, order: SortOrder) -> Expr {
+    let bound = Expr::SubQuery(None, Box::new(cursor.into()));
+    match order {
+        SortOrder::Asc => key.gt(bound),
+        SortOrder::Desc => key.lt(bound),
+    }
 }
 
 /// The page key of an item named by a cursor.
@@ -710,7 +731,6 @@ fn thread_cursor_query(user: &str, thread_id: &str) -> Select<chatkit_thread::En
 
 /// The read statements of this module, for checking their query plans.
 pub(crate) fn read_statements(backend: DbBackend) -> Vec<(&'static str, Statement)> {
-    let at = DateTime::<Utc>::from_timestamp(1_760_000_000, 0).unwrap_or_default();
     vec![
         (
             "chatkit threads page",
@@ -718,11 +738,11 @@ pub(crate) fn read_statements(backend: DbBackend) -> Vec<(&'static str, Statemen
         ),
         (
             "chatkit threads page after (asc)",
-            threads_page_query("u1", Some((at, "thr_1")), SortOrder::Asc, 21).build(backend),
+            threads_page_query("u1", Some("thr_1"), SortOrder::Asc, 21).build(backend),
         ),
         (
             "chatkit threads page after (desc)",
-            threads_page_query("u1", Some((at, "thr_1")), SortOrder::Desc, 21).build(backend),
+            threads_page_query("u1", Some("thr_1"), SortOrder::Desc, 21).build(backend),
         ),
         ("chatkit threads cursor", thread_cursor_query("u1", "thr_1").build(backend)),
         (
@@ -731,11 +751,11 @@ pub(crate) fn read_statements(backend: DbBackend) -> Vec<(&'static str, Statemen
         ),
         (
             "chatkit items page after (asc)",
-            items_page_query("u1", "thr_1", Some((at, 7)), SortOrder::Asc, 21).build(backend),
+            items_page_query("u1", "thr_1", Some("msg_1"), SortOrder::Asc, 21).build(backend),
         ),
         (
             "chatkit items page after (desc)",
-            items_page_query("u1", "thr_1", Some((at, 7)), SortOrder::Desc, 21).build(backend),
+            items_page_query("u1", "thr_1", Some("msg_1"), SortOrder::Desc, 21).build(backend),
         ),
         ("chatkit items cursor", item_cursor_query("u1", "thr_1", "msg_1").build(backend)),
     ]
@@ -865,19 +885,19 @@ impl Store for DbStore {
         }
         check_limit(limit)?;
         let connection = self.db.connection();
-        let cursor = match after {
-            None => None,
-            Some(after) => {
-                let key: Option<(DateTime<Utc>, i64)> =
-                    item_cursor_query(user, thread_id, after).into_tuple().one(connection).await?;
-                Some(key.ok_or_else(|| {
-                    invalid(format!("`after` ({after:?}) names no item of this thread"))
-                })?)
-            }
-        };
-        let rows = items_page_query(user, thread_id, cursor, order, page_size(limit))
+        let rows = items_page_query(user, thread_id, after, order, page_size(limit))
             .all(connection)
             .await?;
+        // An empty page after a cursor: the end of the thread, or a cursor naming nothing in it.
+        if let Some(after) = after
+            && rows.is_empty()
+        {
+            let key: Option<(DateTime<Utc>, i64)> =
+                item_cursor_query(user, thread_id, after).into_tuple().one(connection).await?;
+            if key.is_none() {
+                return Err(invalid(format!("`after` ({after:?}) names no item of this thread")));
+            }
+        }
         Ok(page_of(rows.into_iter().map(StoredItem::from).collect(), limit))
     }
 
@@ -974,18 +994,17 @@ impl Store for DbStore {
         }
         check_limit(limit)?;
         let connection = self.db.connection();
-        let cursor = match after {
-            None => None,
-            Some(after) => {
-                let created_at: Option<DateTime<Utc>> =
-                    thread_cursor_query(user, after).into_tuple().one(connection).await?;
-                let created_at = created_at
-                    .ok_or_else(|| invalid(format!("`after` ({after:?}) names no thread")))?;
-                Some((created_at, after))
+        let rows = threads_page_query(user, after, order, page_size(limit)).all(connection).await?;
+        // An empty page after a cursor: the end of the list, or a cursor naming no thread.
+        if let Some(after) = after
+            && rows.is_empty()
+        {
+            let created_at: Option<DateTime<Utc>> =
+                thread_cursor_query(user, after).into_tuple().one(connection).await?;
+            if created_at.is_none() {
+                return Err(invalid(format!("`after` ({after:?}) names no thread")));
             }
-        };
-        let rows =
-            threads_page_query(user, cursor, order, page_size(limit)).all(connection).await?;
+        }
         Ok(page_of(rows.into_iter().map(StoredThread::from).collect(), limit))
     }
 

@@ -98,7 +98,8 @@ fn list_query(
         .limit(limit.saturating_add(1))
 }
 
-fn cursor_alias() -> sea_orm::sea_query::Alias {
+/// The name the cursor's row goes by in a page query's key subquery.
+pub(crate) fn cursor_alias() -> sea_orm::sea_query::Alias {
     sea_orm::sea_query::Alias::new("cursor")
 }
 
