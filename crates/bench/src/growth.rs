@@ -5,12 +5,12 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chatstore_tests::{Backend, ServerProcess, TestDatabase};
+use chatstore_tests::{Backend, TestDatabase};
 
 use crate::http::Connection;
 use crate::turns::{
-    PgbenchRun, Run, SERVER_POOL, TurnArgs, bench_token, drive, footprint, load_reference,
-    load_sessions_sql, pgbench,
+    PgbenchRun, Run, TurnArgs, bench_token, drive, footprint, load_reference, load_sessions_sql,
+    pgbench, serve,
 };
 use crate::{Series, micros};
 
@@ -55,11 +55,7 @@ async fn measure(
         load_reference(args.shared, reference, history)?;
     }
     db.close().await;
-    let server = ServerProcess::start(
-        args.binary,
-        &ours.url,
-        &[("APP__DATABASE__MAX_CONNECTIONS", SERVER_POOL)],
-    );
+    let server = serve(args.binary, &ours.url);
     let token = bench_token(&ours.url)?;
     for history in HISTORIES {
         drive(&server.address, &token, &prefix(history), 4, Duration::from_secs(1)).await?;
@@ -104,11 +100,7 @@ async fn measure(
     }
 
     // A fresh server, so its peak memory is these reads' and not the turn runs'.
-    let server = ServerProcess::start(
-        args.binary,
-        &ours.url,
-        &[("APP__DATABASE__MAX_CONNECTIONS", SERVER_POOL)],
-    );
+    let server = serve(args.binary, &ours.url);
     let mut connection = Connection::open(&server.address, &token).await?;
     connection.get(&format!("/sessions/{}s0/items?limit=50", prefix(100))).await?;
     let peak_mb = || footprint(server.pid()).map_or(f64::NAN, |(kb, _)| kb as f64 / 1024.0);

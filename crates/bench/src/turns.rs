@@ -206,6 +206,11 @@ const SETTLE_OURS: [&str; 2] = ["VACUUM (ANALYZE) chats, conversation_items", "C
 /// [`SETTLE_OURS`] for the pgbench reference schema.
 const SETTLE_REFERENCE: [&str; 2] = ["VACUUM (ANALYZE) ref_chats, ref_items", "CHECKPOINT"];
 
+/// A `chatstore serve` on `url`, with the pool the PostgreSQL tables use.
+pub(crate) fn serve(binary: &Path, url: &str) -> ServerProcess {
+    ServerProcess::start(binary, url, &[("APP__DATABASE__MAX_CONNECTIONS", SERVER_POOL)])
+}
+
 /// Runs [`SETTLE_OURS`] on our database.
 pub(crate) async fn settle(db: &Db) -> anyhow::Result<()> {
     for statement in SETTLE_OURS {
@@ -287,11 +292,7 @@ async fn measure(
     load_sessions(&db, "", HISTORY).await?;
     settle(&db).await?;
     db.close().await;
-    let server = ServerProcess::start(
-        args.binary,
-        &ours.url,
-        &[("APP__DATABASE__MAX_CONNECTIONS", SERVER_POOL)],
-    );
+    let server = serve(args.binary, &ours.url);
     let token = bench_token(&ours.url)?;
 
     let part = Duration::from_secs((args.seconds / u64::from(2 * args.rounds)).max(1));
