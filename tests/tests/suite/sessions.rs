@@ -28,6 +28,8 @@ async fn get_items_follows_the_protocol(backend: Backend) {
     with_app(backend, async |app| {
         // An unknown session has no items, and reading it creates nothing.
         assert!(items_of(&app.get("/sessions/s/items", "alice").await).is_empty());
+        // With a limit too, where the database joins nothing: still the well-formed empty list.
+        assert_eq!(app.get("/sessions/s/items?limit=50", "alice").await.text, r#"{"items":[]}"#);
         assert_eq!(app.db.sessions().item_count("alice", "s").await.unwrap(), 0);
         assert!(app.all_chat_rows().await.is_empty());
 

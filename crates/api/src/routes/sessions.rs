@@ -99,7 +99,9 @@ pub(crate) async fn get_items(
             let limit = u64::try_from(limit)
                 .map_err(|_| ApiError::invalid("limit must be 0 or a positive integer"))?;
             let joined = state.db.sessions().latest_items_joined(&user, &session, limit).await?;
-            Ok(json_text(StatusCode::OK, format!("{{\"items\":[{joined}]}}")))
+            // The database joined the items with commas already: one element for the body's
+            // list, which is `[]` when it is empty.
+            Ok(items_body(std::iter::once(joined.as_str())))
         }
         None => stream_all_items(state, user, session).await,
     }
