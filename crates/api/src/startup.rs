@@ -11,8 +11,9 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Request, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::serve::{ListenerExt, TapIo};
 use repositories::Db;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
@@ -31,10 +32,13 @@ use crate::state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The listener every connection is accepted through, set up by [`tune_connection`].
+type TunedListener = TapIo<TcpListener, fn(&mut TcpStream)>;
+
 /// A server that is bound to its port and connected to its database, ready to run.
 #[derive(Debug)]
 pub struct Application {
-    listener: TcpListener,
+    listener: TunedListener,
     router: Router,
     db: Db,
     shutdown_timeout: Duration,
@@ -65,7 +69,8 @@ impl Application {
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address)
             .await
-            .with_context(|| format!("cannot listen on {address}"))?;
+            .with_context(|| format!("cannot listen on {address}"))?
+            .tap_io(tune_connection as fn(&mut TcpStream));
         let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_secs);
         let idempotency = settings.idempotency.clone();
         let urls =
@@ -87,7 +92,8 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         // A bound TcpListener always has a local address.
-        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        axum::serve::Listener::local_addr(&self.listener)
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// Serves until SIGTERM or SIGINT, then finishes in-flight requests.
@@ -124,6 +130,16 @@ impl Application {
         pruner.abort();
         self.db.close().await;
         Ok(())
+    }
+}
+
+/// Turns Nagle's algorithm off on an accepted connection. A streamed answer is many small
+/// writes; with Nagle on, each write after the first waits for the client's delayed ACK (40 ms
+/// on Linux) whenever the connection is kept alive, so every streamed answer but the first
+/// stalled.
+fn tune_connection(stream: &mut TcpStream) {
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::warn!(error = %err, "cannot set TCP_NODELAY on an accepted connection");
     }
 }
 
@@ -205,5 +221,37 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::HashMap;
+
+    use axum::serve::Listener;
+
+    use super::*;
+
+    /// Every connection the server accepts must have Nagle's algorithm off: with it on, the
+    /// second streamed answer on a kept-alive connection stalls for the client's delayed ACK.
+    #[tokio::test]
+    async fn accepted_connections_have_tcp_nodelay() {
+        let file =
+            std::env::temp_dir().join(format!("chatstore-nodelay-{}.db", uuid::Uuid::new_v4()));
+        let env = HashMap::from([
+            ("APP_ENV".to_owned(), "test".to_owned()),
+            ("DATABASE_URL".to_owned(), format!("sqlite://{}?mode=rwc", file.display())),
+        ]);
+        let mut app = Application::build(Settings::load_from_env(&env).unwrap()).await.unwrap();
+        let client = TcpStream::connect(app.local_addr()).await.unwrap();
+        // A fresh client socket has Nagle on, so the option below was set by the server.
+        assert!(!client.nodelay().unwrap());
+        let (accepted, _) = app.listener.accept().await;
+        assert!(accepted.nodelay().unwrap(), "the server accepted a connection with Nagle on");
+        drop(app);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+        }
     }
 }

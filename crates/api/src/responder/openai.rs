@@ -34,6 +34,9 @@ impl OpenAiResponder {
         let openai = &settings.openai;
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(openai.connect_timeout_secs))
+            // reqwest's default today, said out loud: the request to the model is small
+            // writes too, and must not wait for a delayed ACK.
+            .tcp_nodelay(true)
             .build()
             .context("cannot build the HTTP client for the model endpoint")?;
         Ok(Self {
