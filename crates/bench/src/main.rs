@@ -16,6 +16,7 @@ use chatstore_tests::{Backend, TestApp, TestDatabase};
 use clap::Parser;
 use repositories::sea_orm::{ConnectionTrait, DbBackend, Statement};
 
+mod chatkit;
 mod growth;
 mod http;
 mod sqlite;
@@ -33,7 +34,8 @@ struct Args {
     /// Interleaved rounds per comparison.
     #[arg(long, default_value_t = 10)]
     rounds: usize,
-    /// Run only these sections (turns, growth, sqlite, reads, chats, threads); all by default.
+    /// Run only these sections (turns, chatkit, growth, sqlite, reads, chats, threads); all by
+    /// default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Seconds per row of the turn tables, split between chatstore and its reference.
@@ -359,7 +361,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = writeln!(report, "# Benchmarks\n");
     let _ = writeln!(
         report,
-        "Written by `chatstore-bench` on {} on {}.\n\nReproduce with `just bench` (a release build of `chatstore` and `chatstore-bench`, then `target/release/chatstore-bench --out BENCHMARKS.md`; `--only turns,growth,sqlite,reads,chats,threads` for some sections). \
+        "Written by `chatstore-bench` on {} on {}.\n\nReproduce with `just bench` (a release build of `chatstore` and `chatstore-bench`, then `target/release/chatstore-bench --out BENCHMARKS.md`; `--only turns,chatkit,growth,sqlite,reads,chats,threads` for some sections). \
          Each table is measured in one run, with the things it compares interleaved round by round; \
          the machines are shared and noisy, so read the ratios, not the absolute times.\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
@@ -391,6 +393,23 @@ async fn main() -> anyhow::Result<()> {
             args.turn_seconds
         );
         turns::turn_throughput(&turn_args, &mut report).await?;
+    }
+    if wanted("chatkit") {
+        let _ = writeln!(
+            report,
+            "\n## ChatKit turns on PostgreSQL\n\n\
+         A ChatKit turn is `POST /chatkit` `threads.add_user_message` with the default echo responder, its \
+         Server-Sent Events answer read to the end, on one kept-alive connection per client, each client in a \
+         thread of its own (made with `threads.create`), against a `chatstore serve` process with a pool of {} \
+         connections. Each client count runs {} times, {} s in all. Streamed answers are many small writes: \
+         without `TCP_NODELAY` on accepted connections every answer after a connection's first waited about \
+         40 ms for the client's delayed ACK (23 turns/s at 1 client, p50 44 ms), which is what this table \
+         watches for.\n",
+            turns::SERVER_POOL,
+            args.turn_rounds,
+            args.turn_seconds
+        );
+        chatkit::chatkit_turns(&turn_args, &mut report).await?;
     }
     if wanted("growth") {
         let growth_args = turns::TurnArgs {
