@@ -370,7 +370,9 @@ impl StoredThread {
 impl StoredItem {
     /// Validates `ThreadItem` JSON of thread `thread_id`: an object with a string `id`, a
     /// non-empty string `type` (any: newer SDKs add types), an ISO 8601 `created_at`, and a
-    /// `thread_id` that, when given, is `thread_id`.
+    /// `thread_id` that is a string, `null` or absent. The item's own `thread_id` may name
+    /// another thread: the SDK's stores file an item under the thread it is written to and
+    /// return it as given, so this one does too.
     pub fn parse(thread_id: &str, json: &str) -> RepoResult<Self> {
         let json = trim_json(json);
         check_well_formed("item", json)?;
@@ -380,14 +382,7 @@ impl StoredItem {
         let item_type =
             column_text(stored::required_string("item", "type", fields.kind).map_err(invalid)?);
         let created_at = parse_created_at("item", fields.created_at)?;
-        if let Some(own) =
-            stored::optional_string("item", "thread_id", fields.thread_id).map_err(invalid)?
-            && own != thread_id
-        {
-            return Err(invalid(format!(
-                "the item's `thread_id` ({own:?}) is not the thread it is written to ({thread_id:?})"
-            )));
-        }
+        stored::optional_string("item", "thread_id", fields.thread_id).map_err(invalid)?;
         Ok(Self {
             id,
             thread_id: thread_id.to_owned(),
@@ -1118,7 +1113,7 @@ mod tests {
             r#"{"id":"m","created_at":"2025-10-06"}"#,
             r#"{"id":"m","type":"","created_at":"2025-10-06"}"#,
             r#"{"id":"m","type":"end_of_turn"}"#,
-            r#"{"id":"m","type":"end_of_turn","created_at":"2025-10-06","thread_id":"other"}"#,
+            r#"{"id":"m","type":"end_of_turn","created_at":"2025-10-06","thread_id":3}"#,
         ];
         for json in bad_items {
             assert!(matches!(StoredItem::parse("t", json), Err(RepoError::Invalid(_))), "{json}");

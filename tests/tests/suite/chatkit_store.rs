@@ -541,7 +541,7 @@ async fn malformed_bodies_are_rejected(backend: Backend) {
             r#"{"id": "msg_1", "created_at": "2025-10-06T12:00:00", "type": ""}"#,
             r#"{"id": "msg_1", "created_at": "2025-10-06T12:00:00", "type": 3}"#,
             r#"{"id": "msg_1", "created_at": "2025/10/06", "type": "end_of_turn"}"#,
-            r#"{"id": "msg_1", "thread_id": "thr_2", "created_at": "2025-10-06T12:00:00", "type": "end_of_turn"}"#,
+            r#"{"id": "msg_1", "thread_id": 5, "created_at": "2025-10-06T12:00:00", "type": "end_of_turn"}"#,
             r#"[]"#,
         ];
         for body in bad_items {
@@ -583,6 +583,41 @@ async fn malformed_bodies_are_rejected(backend: Backend) {
         app.get("/threads/thr_1/items?after=a%00b", "alice")
             .await
             .assert_error(400, "invalid_request");
+    })
+    .await;
+}
+
+/// An item whose own `thread_id` names another thread than the path's is stored as given and
+/// filed under the path's thread, as the SDK's stores do (its `test_store.py` writes items
+/// with `"thread_id": "test_thread"` to thread `shared_thread`).
+async fn an_item_naming_another_thread_is_stored_as_given(backend: Backend) {
+    with_app(backend, async |app| {
+        create_thread(app, "alice", "thr_1", NAIVE).await;
+        create_thread(app, "alice", "thr_2", NAIVE).await;
+        let added = item_json("msg_1", "thr_2", NAIVE);
+        let answer = add_item(app, "alice", "thr_1", &added).await;
+        assert_eq!((answer.status, answer.text.as_str()), (201, added.as_str()));
+        let saved = item_json("msg_2", "thr_elsewhere", "2025-10-06T12:00:01");
+        let answer = put(app, "/threads/thr_1/items/msg_2", "alice", &saved).await;
+        assert_eq!((answer.status, answer.text.as_str()), (200, saved.as_str()));
+
+        assert_eq!(app.get("/threads/thr_1/items/msg_1", "alice").await.text, added);
+        assert_eq!(app.get("/threads/thr_1/items/msg_2", "alice").await.text, saved);
+        let page = app.get("/threads/thr_1/items", "alice").await;
+        assert_eq!(
+            page.text,
+            format!(r#"{{"data":[{added},{saved}],"has_more":false,"after":null}}"#)
+        );
+        let rows = item_rows(app, "alice", "thr_1").await;
+        let stored: Vec<(&str, &str)> =
+            rows.iter().map(|row| (row.item_id.as_str(), row.data.as_str())).collect();
+        assert_eq!(stored, [("msg_1", added.as_str()), ("msg_2", saved.as_str())]);
+
+        // The thread the item names holds nothing.
+        assert!(item_rows(app, "alice", "thr_2").await.is_empty());
+        app.get("/threads/thr_2/items/msg_1", "alice").await.assert_error(404, "not_found");
+        let other = app.get("/threads/thr_2/items", "alice").await;
+        assert_eq!(other.text, r#"{"data":[],"has_more":false,"after":null}"#);
     })
     .await;
 }
@@ -1120,6 +1155,7 @@ dual_backend_tests!(
     another_users_resources_are_invisible_and_untouched,
     one_thread_id_for_two_users,
     malformed_bodies_are_rejected,
+    an_item_naming_another_thread_is_stored_as_given,
     every_stored_shape_round_trips_exactly,
     threads_page_in_both_orders,
     page_parameters_are_checked,

@@ -121,7 +121,8 @@ pub(crate) struct ChatKitThread {
 pub(crate) struct ChatKitThreadItem {
     /// The item id, unique within its thread.
     id: String,
-    /// When given, the thread the item is written to.
+    /// A string or null; stored and returned as given, even when it names another thread
+    /// than the path's (the item is filed under the path's thread).
     thread_id: Option<String>,
     /// ISO 8601, naive or with an offset; items are ordered by it (then by insertion).
     created_at: String,
@@ -346,7 +347,7 @@ pub(crate) async fn list_items(
     responses(
         (status = 201, description = "Created; the stored item", body = ChatKitThreadItem),
         (status = 200, description = "An item with this id existed and was replaced; the stored item", body = ChatKitThreadItem),
-        (status = 400, description = "Not a JSON object, a missing or malformed `id`, `type` or `created_at`, or a `thread_id` other than the path's", body = ErrorBody),
+        (status = 400, description = "Not a JSON object, a missing or malformed `id`, `type` or `created_at`, or a `thread_id` that is not a string or null", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 404, description = "No such thread (of yours)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
@@ -374,7 +375,7 @@ pub(crate) async fn add_item(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Saved; the stored item", body = ChatKitThreadItem),
-        (status = 400, description = "Not a JSON object, a missing or malformed `id`, `type` or `created_at`, or an `id` or `thread_id` other than the path's", body = ErrorBody),
+        (status = 400, description = "Not a JSON object, a missing or malformed `id`, `type` or `created_at`, a `thread_id` that is not a string or null, or an `id` other than the path's", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 404, description = "No such thread (of yours)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
