@@ -48,6 +48,16 @@ onBothBackends("idempotent retries", (server) => {
     });
   }
 
+  it("retries with the same key after a timeout", async () => {
+    const id = uniqueId("timeout");
+    fault = (request, index) => (index === 0 ? "hang" : undefined);
+    await session(id, { timeoutMs: 1000 }).addItems(BATCH);
+    assert.equal(proxy.requests.length, 2);
+    const [first, second] = proxy.requests;
+    assert.equal(second.headers["idempotency-key"], first.headers["idempotency-key"]);
+    assert.deepEqual(await server.storedItems(id), BATCH);
+  });
+
   it("gives each addItems call its own key", async () => {
     const id = uniqueId("two-calls");
     const s = session(id);

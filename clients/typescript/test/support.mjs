@@ -172,6 +172,7 @@ export class Server {
  * for every request (`{method, url, headers, body}`, numbered from 0) and returns:
  * - `"drop"`: forward it, let the server answer (so it has committed), then close the
  *   connection without answering: the client sees a connection failure;
+ * - `"hang"`: forward it, let the server answer, then never answer the client;
  * - `"502"`: forward it, then answer 502 instead of the server's answer;
  * - `"503"`: answer 503 with `Retry-After: 0` without forwarding;
  * - anything else: forward it and pass the answer back.
@@ -203,7 +204,9 @@ export async function startFaultyProxy(target, fault = () => undefined) {
       body: chunks.length ? Buffer.concat(chunks) : undefined,
     });
     const body = Buffer.from(await answer.arrayBuffer());
-    if (kind === "drop") {
+    if (kind === "hang") {
+      // Left open until the client gives up or the proxy closes.
+    } else if (kind === "drop") {
       outgoing.socket.destroy();
     } else if (kind === "502") {
       outgoing.writeHead(502, { "Content-Type": "text/plain" });
