@@ -19,9 +19,13 @@ token USER:
 migrate *ARGS="up":
     cargo run -q -p migration -- {{ARGS}}
 
-# Every test: Rust on SQLite and PostgreSQL, then the Python clients.
+# Every test: Rust on SQLite and PostgreSQL, then the Python and TypeScript clients.
 test:
     scripts/test
+
+# Regenerate the TypeScript client's API types from the server's OpenAPI document.
+ts-generate:
+    clients/typescript/scripts/generate
 
 # Formatting and lints, as CI runs them.
 lint:

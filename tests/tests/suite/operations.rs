@@ -79,6 +79,13 @@ async fn openapi_documents_every_route_and_docs_page_is_served(backend: Backend)
             assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path}");
         }
         assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+        // Every schema a route refers to is in the document, or generators (the TypeScript
+        // client's openapi-typescript among them) refuse it.
+        let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+        for reference in schema_refs(&doc) {
+            let name = reference.strip_prefix("#/components/schemas/").unwrap_or(&reference);
+            assert!(schemas.contains_key(name), "{reference} is not in components.schemas");
+        }
 
         let page = app.client.get(app.url("/docs/")).send().await.unwrap();
         assert_eq!(page.status(), 200);
@@ -90,6 +97,21 @@ async fn openapi_documents_every_route_and_docs_page_is_served(backend: Backend)
         assert_eq!(asset.status(), 200);
     })
     .await;
+}
+
+/// Every `$ref` in an OpenAPI document.
+fn schema_refs(value: &serde_json::Value) -> Vec<String> {
+    match value {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .flat_map(|(key, value)| match (key.as_str(), value) {
+                ("$ref", serde_json::Value::String(reference)) => vec![reference.clone()],
+                _ => schema_refs(value),
+            })
+            .collect(),
+        serde_json::Value::Array(values) => values.iter().flat_map(schema_refs).collect(),
+        _ => Vec::new(),
+    }
 }
 
 async fn unknown_routes_and_methods_answer_error_json(backend: Backend) {
