@@ -168,7 +168,7 @@ pub fn router(state: AppState) -> Router {
             ApiError::MethodNotAllowed(format!("{} is not allowed on this route", request.method()))
         })
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
         .layer(axum::middleware::from_fn(close_after_refused_body))
         .with_state(state)
         .layer(CatchPanicLayer::custom(|_panic| {

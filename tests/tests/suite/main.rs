@@ -9,6 +9,7 @@ mod auth;
 mod chat_run;
 mod chatkit_openai;
 mod chatkit_protocol;
+mod chatkit_steps;
 mod chatkit_store;
 mod chatkit_stream;
 mod chats;

@@ -6,7 +6,7 @@
 //! the configured [`crate::responder::Responder`].
 
 mod stream;
-mod wire;
+pub(crate) use chatkit_server::wire;
 
 use repositories::chatkit::{SortOrder, Store, StoreItemType, StoredObject};
 use serde::Deserialize;

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use axum::response::Response;
 use futures::StreamExt;
-use repositories::chatkit::{DbStore, SortOrder, Store, StoreItemType};
+use repositories::chatkit::{DbStore, ItemChanges, SortOrder, Store, StoreItemType, StoredItem};
+use repositories::{RepoError, RepoResult};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -189,7 +190,7 @@ async fn add_user_message(
 
 /// `threads.add_client_tool_output`: the newest item must be a pending client tool call; it
 /// gets the result and is completed, any other call still pending among the newest 20 is
-/// dropped, and the responder carries on without a new user message.
+/// dropped (all in one transaction), and the responder carries on without a new user message.
 async fn add_client_tool_output(
     state: &AppState,
     store: &DbStore,
@@ -198,35 +199,54 @@ async fn add_client_tool_output(
     result: Value,
 ) -> ApiResult<Response> {
     let thread = parse_json(&store.load_thread(thread_id, user).await?.json)?;
-    let newest = store.load_thread_items(thread_id, None, 1, SortOrder::Desc, user).await?;
-    let mut call = match newest.data.first() {
-        Some(item) => parse_json(&item.json)?,
+    store
+        .edit_newest_items(thread_id, user, PENDING_CALLS_WINDOW, |newest| {
+            complete_tool_call(thread_id, newest, result)
+        })
+        .await?;
+    Ok(respond(state, user, thread, Vec::new(), Turn::answer(None)))
+}
+
+/// How many of the newest items are searched for other pending client tool calls to drop, as
+/// the SDK does.
+const PENDING_CALLS_WINDOW: u64 = 20;
+
+/// The changes of `threads.add_client_tool_output` to the thread's newest items (newest
+/// first): the newest, which must be a pending client tool call, gets the result and is
+/// completed; any other pending call among them goes.
+fn complete_tool_call(
+    thread_id: &str,
+    newest: &[StoredItem],
+    result: Value,
+) -> RepoResult<ItemChanges> {
+    let parse = |item: &StoredItem| {
+        serde_json::from_str::<Value>(&item.json)
+            .map_err(|err| RepoError::Invalid(format!("a stored item is not JSON: {err}")))
+    };
+    let is_pending_call =
+        |item: &Value| item["type"] == "client_tool_call" && item["status"] == "pending";
+    let mut call = match newest.first() {
+        Some(item) => parse(item)?,
         None => Value::Null,
     };
-    if call["type"] != "client_tool_call" || call["status"] != "pending" {
-        return Err(ApiError::invalid(format!(
+    if !is_pending_call(&call) {
+        return Err(RepoError::Invalid(format!(
             "the last item of thread {thread_id:?} is not a pending client tool call"
         )));
     }
     call["output"] = result;
     call["status"] = Value::String("completed".into());
-    store.save_item(thread_id, &call.to_string(), user).await?;
-    let recent =
-        store.load_thread_items(thread_id, None, RETRY_PAGE, SortOrder::Desc, user).await?;
-    for item in &recent.data {
-        let value = parse_json(&item.json)?;
-        if value["type"] == "client_tool_call" && value["status"] == "pending" {
-            store.delete_thread_item(thread_id, &item.id, user).await?;
+    let mut delete = Vec::new();
+    for item in newest.iter().skip(1) {
+        if is_pending_call(&parse(item)?) {
+            delete.push(item.id.clone());
         }
     }
-    Ok(respond(state, user, thread, Vec::new(), Turn::answer(None)))
+    Ok(ItemChanges { save: vec![call.to_string()], delete })
 }
 
-/// Items read per page while looking for the item to retry after, as the SDK does.
-const RETRY_PAGE: u64 = 20;
-
-/// `threads.retry_after_item`: deletes every item newer than the given user message and
-/// answers it again. An id that names no item of the thread gives an empty stream, as in the
+/// `threads.retry_after_item`: deletes every item newer than the given user message (in one
+/// statement) and answers it again. An id that names no item of the thread gives an empty stream, as in the
 /// SDK; one that names something other than a user message is a 400.
 async fn retry_after_item(
     state: &AppState,
@@ -236,31 +256,15 @@ async fn retry_after_item(
     item_id: &str,
 ) -> ApiResult<Response> {
     let thread = parse_json(&store.load_thread(thread_id, user).await?.json)?;
-    let mut newer = Vec::new();
-    let mut after: Option<String> = None;
-    let found = loop {
-        let page = store
-            .load_thread_items(thread_id, after.as_deref(), RETRY_PAGE, SortOrder::Desc, user)
-            .await?;
-        if let Some(position) = page.data.iter().position(|item| item.id == item_id) {
-            newer.extend(page.data[..position].iter().map(|item| item.id.clone()));
-            break Some(parse_json(&page.data[position].json)?);
-        }
-        newer.extend(page.data.iter().map(|item| item.id.clone()));
-        match page.after {
-            Some(next) if page.has_more => after = Some(next),
-            _ => break None,
-        }
-    };
-    let Some(user_message) = found else {
-        return Ok(sse::response(futures::stream::empty()));
+    let user_message = match store.load_item(thread_id, item_id, user).await {
+        Ok(item) => parse_json(&item.json)?,
+        Err(RepoError::NotFound(_)) => return Ok(sse::response(futures::stream::empty())),
+        Err(err) => return Err(err.into()),
     };
     if user_message["type"] != "user_message" {
         return Err(ApiError::invalid(format!("item {item_id:?} is not a user message")));
     }
-    for id in &newer {
-        store.delete_thread_item(thread_id, id, user).await?;
-    }
+    store.delete_items_after(thread_id, item_id, user).await?;
     Ok(respond(state, user, thread, Vec::new(), Turn::answer(Some(user_message))))
 }
 
@@ -357,7 +361,8 @@ async fn load_attachments(store: &DbStore, user: &str, ids: &[String]) -> ApiRes
     Ok(attachments)
 }
 
-/// Builds the user message, stamps its attachments with the thread, and stores both.
+/// Builds the user message, stamps its attachments with the thread, and stores both in one
+/// transaction.
 async fn store_user_message(
     store: &DbStore,
     user: &str,
@@ -366,9 +371,10 @@ async fn store_user_message(
     mut attachments: Vec<Value>,
 ) -> ApiResult<Value> {
     let thread_id = thread["id"].as_str().unwrap_or_default().to_owned();
+    let mut stamped = Vec::with_capacity(attachments.len());
     for attachment in &mut attachments {
         attachment["thread_id"] = Value::String(thread_id.clone());
-        store.save_attachment(&attachment.to_string(), user).await?;
+        stamped.push(attachment.to_string());
     }
     let message = json!({
         "id": store.generate_item_id(StoreItemType::Message, &thread_id, user),
@@ -380,7 +386,9 @@ async fn store_user_message(
         "quoted_text": input.quoted_text,
         "inference_options": input.inference_options,
     });
-    let saved = store.add_thread_item(&thread_id, &message.to_string(), user).await?;
+    // The attachments are stamped with the thread and the message stored, all or nothing.
+    let saved =
+        store.add_item_with_attachments(&thread_id, &message.to_string(), &stamped, user).await?;
     parse_json(&saved.stored.json)
 }
 

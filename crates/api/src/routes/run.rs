@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures::StreamExt as _;
+use repositories::Id;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -19,7 +20,6 @@ use utoipa::ToSchema;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{AuthUser, Json};
 use crate::responder::{Message, TextStream, convert};
-use crate::routes::validate_id;
 use crate::sse;
 use crate::state::AppState;
 
@@ -38,7 +38,8 @@ pub(crate) struct RunRequest {
     input: String,
     /// The session whose memory the turn uses and extends (created if absent); without it, a
     /// new session.
-    session_id: Option<String>,
+    #[schema(value_type = Option<String>)]
+    session_id: Option<Id>,
     /// `true` (the default): Server-Sent Events as the answer is written; `false`: one JSON
     /// answer at the end.
     #[serde(default = "streams_by_default")]
@@ -83,13 +84,8 @@ pub(crate) async fn run(
     if request.input.trim().is_empty() {
         return Err(ApiError::invalid("input must not be empty"));
     }
-    let session = match request.session_id {
-        Some(session) => {
-            validate_id("session_id", &session)?;
-            session
-        }
-        None => uuid::Uuid::new_v4().to_string(),
-    };
+    let session =
+        request.session_id.map_or_else(|| uuid::Uuid::new_v4().to_string(), Id::into_string);
     let history =
         state.db.sessions().latest_items(&user, &session, state.responder.history_items()).await?;
     // Items are any JSON objects; one that cannot be read is left out of the model's input.

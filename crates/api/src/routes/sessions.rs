@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use repositories::IdempotencyKey;
+use repositories::{Id, IdempotencyKey};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -22,7 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{AuthUser, Json, Path, Query};
-use crate::routes::{json_text, object_items, validate_id};
+use crate::routes::{json_text, object_items};
 use crate::state::AppState;
 
 /// Rows per page when a full history is streamed out.
@@ -90,10 +90,9 @@ pub(crate) struct PopResponse {
 pub(crate) async fn get_items(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path(session): Path<String>,
+    Path(session): Path<Id>,
     Query(query): Query<ItemsQuery>,
 ) -> ApiResult<Response> {
-    validate_id("session_id", &session)?;
     match query.limit {
         Some(limit) => {
             let limit = u64::try_from(limit)
@@ -103,7 +102,7 @@ pub(crate) async fn get_items(
             // list, which is `[]` when it is empty.
             Ok(items_body(std::iter::once(joined.as_str())))
         }
-        None => stream_all_items(state, user, session).await,
+        None => stream_all_items(state, user, session.into_string()).await,
     }
 }
 
@@ -127,11 +126,10 @@ pub(crate) async fn get_items(
 pub(crate) async fn add_items(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path(session): Path<String>,
+    Path(session): Path<Id>,
     headers: HeaderMap,
     Json(body): Json<AddItemsRequest>,
 ) -> ApiResult<Json<AddItemsResponse>> {
-    validate_id("session_id", &session)?;
     let items = object_items("items", &body.items)?;
     let idempotency = idempotency_key(&headers, &items)?;
     let added =
@@ -151,9 +149,8 @@ pub(crate) async fn add_items(
 pub(crate) async fn pop_item(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path(session): Path<String>,
+    Path(session): Path<Id>,
 ) -> ApiResult<Response> {
-    validate_id("session_id", &session)?;
     let item = state.db.sessions().pop_item(&user, &session).await?;
     let body = format!("{{\"item\":{}}}", item.as_deref().unwrap_or("null"));
     Ok(json_text(StatusCode::OK, body))
@@ -171,9 +168,8 @@ pub(crate) async fn pop_item(
 pub(crate) async fn clear_session(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path(session): Path<String>,
+    Path(session): Path<Id>,
 ) -> ApiResult<StatusCode> {
-    validate_id("session_id", &session)?;
     state.db.sessions().clear(&user, &session).await?;
     Ok(StatusCode::NO_CONTENT)
 }
