@@ -18,6 +18,7 @@ use repositories::{Id, IdempotencyKey};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
+use tracing::Instrument as _;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -242,7 +243,7 @@ async fn stream_all_items(state: AppState, user: String, session: String) -> Api
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(1);
     let completed = Arc::new(AtomicBool::new(false));
     let producer_completed = completed.clone();
-    tokio::spawn(async move {
+    let producer = async move {
         let _permit = permit;
         let mut page = Some(first_page);
         let mut wrote_any = false;
@@ -288,7 +289,9 @@ async fn stream_all_items(state: AppState, user: String, session: String) -> Api
                 return;
             }
         }
-    });
+    };
+    // The task logs under the request's span (its request id), not as an orphan.
+    tokio::spawn(producer.instrument(tracing::Span::current()));
     // The body ends cleanly only when the producer finished; otherwise it ends in an error,
     // so the client sees a cut-off read rather than a short list.
     let mut failed = false;
