@@ -10,7 +10,9 @@ use repositories::RepoError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::responder::ResponderError;
+use agent_session::SessionError;
+use chatkit_server::ChatKitError;
+use chatkit_server::responder::ResponderError;
 
 /// What a handler, extractor or middleware can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +150,27 @@ fn model_failure_message(error: &ResponderError) -> String {
 impl From<ResponderError> for ApiError {
     fn from(err: ResponderError) -> Self {
         Self::ModelFailed(err)
+    }
+}
+
+impl From<ChatKitError> for ApiError {
+    fn from(err: ChatKitError) -> Self {
+        match err {
+            ChatKitError::Invalid(what) => Self::InvalidRequest(what),
+            ChatKitError::Store(err) => err.into(),
+            ChatKitError::Responder(err) => err.into(),
+            ChatKitError::Corrupt(cause) => Self::Internal(cause.into()),
+        }
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(err: SessionError) -> Self {
+        match err {
+            SessionError::Store(err) => err.into(),
+            SessionError::InvalidItem(what) => Self::InvalidRequest(what),
+            other => Self::Internal(other.into()),
+        }
     }
 }
 

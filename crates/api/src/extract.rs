@@ -6,6 +6,8 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 
+use repositories::Id;
+
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -19,7 +21,8 @@ pub struct Json<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct Query<T>(pub T);
 
-/// `axum::extract::Path`, with undecodable segments answered as `400` error JSON.
+/// `axum::extract::Path`, with undecodable segments answered as `400` error JSON. Ids in a
+/// path are extracted as [`repositories::Id`], so a bad one is a `400` before the handler runs.
 #[derive(Debug, Clone, Copy, Default, FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct Path<T>(pub T);
@@ -95,7 +98,7 @@ pub(crate) fn authenticate(state: &AppState, header: Option<&HeaderValue>) -> Ap
         .transpose()?;
     let user = state.verifier.verify_header(header)?;
     // The user id keys every row: it must be storable like any other id.
-    crate::routes::validate_id("the token's sub", &user)
+    let user = Id::parse("the token's sub", user)
         .map_err(|err| ApiError::Unauthorized(err.to_string()))?;
-    Ok(user)
+    Ok(user.into_string())
 }

@@ -4,12 +4,10 @@
 //! and run the real server in-process on port 0.
 
 pub mod auth;
-pub mod chatkit;
 pub mod error;
 pub mod extract;
 pub mod metrics;
 mod openapi;
-pub mod responder;
 mod routes;
 pub mod settings;
 pub mod signed_urls;
@@ -17,3 +15,7 @@ mod sse;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+
+/// Responders live in the ChatKit engine; re-exported for Rust programs that plug theirs into
+/// [`startup::Application::build_with_responder`].
+pub use chatkit_server::responder;

@@ -2,14 +2,14 @@
 //! of the same id (see `sessions`).
 
 use entity::{chat, conversation_item};
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     AccessMode, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
     IsolationLevel, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Statement,
     TransactionTrait,
 };
 
-use crate::page::{Order, Page};
+use crate::page::{Order, Page, finish_page, keyset_query};
 use crate::sessions::{chat_insert, insert_items, now};
 use crate::{Db, RepoError, RepoResult};
 
@@ -54,9 +54,8 @@ fn visible(user: &str, include_inactive: bool) -> sea_orm::Condition {
     condition
 }
 
-/// A page of chats by `(updated_at, chat_id)`, after the chat `after` (exclusive). The
-/// cursor's key is looked up inside the same statement, so a page is one round trip however
-/// deep it is; a cursor naming no chat of the list makes the page empty.
+/// A page of chats by `(updated_at, chat_id)`, after the chat `after` (exclusive), which must
+/// be an element of this list (no inactive chat in the active list).
 fn list_query(
     user: &str,
     include_inactive: bool,
@@ -64,43 +63,21 @@ fn list_query(
     order: Order,
     limit: u64,
 ) -> Select<chat::Entity> {
-    let mut query = chat::Entity::find().filter(visible(user, include_inactive));
-    if let Some(after) = after {
-        let position = Expr::tuple([
-            Expr::col((chat::Entity, chat::Column::UpdatedAt)),
-            Expr::col((chat::Entity, chat::Column::ChatId)),
-        ]);
-        let cursor = Query::select()
-            .column((cursor_alias(), chat::Column::UpdatedAt))
-            .column((cursor_alias(), chat::Column::ChatId))
-            .from_as(chat::Entity, cursor_alias())
-            .and_where(Expr::col((cursor_alias(), chat::Column::UserId)).eq(user))
-            .and_where(Expr::col((cursor_alias(), chat::Column::ChatId)).eq(after))
-            .to_owned();
-        // The cursor must be an element of this list: no inactive chat in the active list.
-        let mut cursor = cursor;
+    let cursor = after.map(|after| {
+        let mut cursor =
+            vec![(chat::Column::UserId, user.into()), (chat::Column::ChatId, after.into())];
         if !include_inactive {
-            cursor.and_where(Expr::col((cursor_alias(), chat::Column::IsActive)).eq(true));
+            cursor.push((chat::Column::IsActive, true.into()));
         }
-        let bound = Expr::SubQuery(None, Box::new(cursor.into()));
-        query = query.filter(match order {
-            Order::Desc => position.lt(bound),
-            Order::Asc => position.gt(bound),
-        });
-    }
-    let direction = match order {
-        Order::Desc => sea_orm::Order::Desc,
-        Order::Asc => sea_orm::Order::Asc,
-    };
-    query
-        .order_by(chat::Column::UpdatedAt, direction.clone())
-        .order_by(chat::Column::ChatId, direction)
-        .limit(limit.saturating_add(1))
-}
-
-/// The name the cursor's row goes by in a page query's key subquery.
-pub(crate) fn cursor_alias() -> sea_orm::sea_query::Alias {
-    sea_orm::sea_query::Alias::new("cursor")
+        cursor
+    });
+    keyset_query(
+        chat::Entity::find().filter(visible(user, include_inactive)),
+        [chat::Column::UpdatedAt, chat::Column::ChatId],
+        cursor,
+        order,
+        limit.saturating_add(1),
+    )
 }
 
 /// The read statements of this module, for checking their query plans.
@@ -210,21 +187,15 @@ impl Chats<'_> {
         let rows = list_query(user, include_inactive, after, order, limit)
             .all(self.db.connection())
             .await?;
-        // An empty page after a cursor: the end of the list, or a cursor naming nothing in it.
-        if let Some(after) = after
-            && rows.is_empty()
-        {
-            let cursor = chat::Entity::find_by_id(key(user, after))
+        let cursor_exists = async || {
+            let cursor = chat::Entity::find_by_id(key(user, after.unwrap_or_default()))
                 .filter(visible(user, include_inactive))
                 .one(self.db.connection())
                 .await?;
-            if cursor.is_none() {
-                return Err(RepoError::Invalid(format!(
-                    "after={after:?} names no chat of this list"
-                )));
-            }
-        }
-        Ok(Page::from_rows(rows, limit, |chat| chat.chat_id.clone()))
+            Ok(cursor.is_some())
+        };
+        let id_of = |chat: &chat::Model| chat.chat_id.clone();
+        finish_page(rows, limit, after, "chat of this list", cursor_exists, id_of).await
     }
 
     /// How many chats the user has (active ones only unless `include_inactive`).

@@ -938,7 +938,7 @@ async fn store_trait_follows_the_sdk_contract(backend: Backend) {
             store.load_thread_items(&thread, None, 1, SortOrder::Desc, "alice").await.unwrap();
         assert_eq!(newest.data[0].id, item_ids[4]);
         assert_eq!(
-            newest.to_json(),
+            chatkit_server::wire::stored_page(&newest),
             format!(
                 r#"{{"data":[{}],"has_more":true,"after":"{}"}}"#,
                 item_json(&item_ids[4], &thread, "2025-10-06T12:00:04"),

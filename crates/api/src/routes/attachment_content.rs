@@ -10,12 +10,12 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use repositories::Id;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Path, Query, authenticate};
-use crate::routes::validate_id;
 use crate::signed_urls::Access;
 use crate::state::AppState;
 
@@ -84,14 +84,13 @@ fn essence(mime_type: &str) -> String {
     ))]
 pub(crate) async fn upload_content(
     State(state): State<AppState>,
-    Path(attachment_id): Path<String>,
+    Path(attachment_id): Path<Id>,
     Query(signed): Query<SignedQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<StatusCode> {
     // Who is asking comes before reading up to max_bytes of what they send.
     let user = caller(&state, &headers, &signed, Access::Upload, &attachment_id)?;
-    validate_id("attachment_id", &attachment_id)?;
     let max_bytes = state.settings.attachments.max_bytes;
     let body = axum::body::to_bytes(body, max_bytes).await.map_err(|err| {
         if std::error::Error::source(&err)
@@ -129,12 +128,11 @@ pub(crate) async fn upload_content(
     ))]
 pub(crate) async fn download_content(
     State(state): State<AppState>,
-    Path(attachment_id): Path<String>,
+    Path(attachment_id): Path<Id>,
     Query(signed): Query<SignedQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let user = caller(&state, &headers, &signed, Access::Download, &attachment_id)?;
-    validate_id("attachment_id", &attachment_id)?;
     let content =
         state.db.attachment_contents().get(&user, &attachment_id).await?.ok_or_else(|| {
             ApiError::not_found(format!("nothing uploaded for {attachment_id:?}"))

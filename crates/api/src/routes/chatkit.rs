@@ -5,12 +5,15 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use chatkit_server::{Answer, AttachmentUrls, ChatKitRequest, ChatKitServer, Limits};
+use futures::StreamExt as _;
 
-use crate::chatkit::{self, Origin};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::AuthUser;
+use crate::extract::{AuthUser, Json};
+use crate::signed_urls::Access;
+use crate::sse;
 use crate::state::AppState;
 
 #[derive(utoipa::OpenApi)]
@@ -22,7 +25,7 @@ pub(crate) struct Doc;
 
 /// Where the client reached us: a proxy's `X-Forwarded-Proto`/`X-Forwarded-Host`, else
 /// `http://` and `Host`. (`server.public_url`, when set, wins over both.)
-fn request_origin(headers: &HeaderMap) -> Origin {
+fn request_origin(headers: &HeaderMap) -> String {
     let first = |name: &str| {
         headers
             .get(name)
@@ -33,7 +36,7 @@ fn request_origin(headers: &HeaderMap) -> Origin {
     };
     let scheme = first("x-forwarded-proto").unwrap_or("http");
     let host = first("x-forwarded-host").or_else(|| first("host")).unwrap_or("localhost");
-    Origin(format!("{scheme}://{host}"))
+    format!("{scheme}://{host}")
 }
 
 pub(crate) fn router() -> Router<AppState> {
@@ -80,10 +83,77 @@ pub(crate) async fn chatkit_request(
             "expected a JSON body with Content-Type: application/json".into(),
         ));
     }
-    let body = body?;
+    let request = ChatKitRequest::parse(&body?)?;
     let origin = match &state.settings.server.public_url {
-        Some(url) if !url.is_empty() => Origin(url.clone()),
+        Some(url) if !url.is_empty() => url.clone(),
         _ => request_origin(&headers),
     };
-    chatkit::process(&state, &user, &origin, &body).await
+    let urls = SignedUrls { state: &state, origin };
+    match engine(&state).process(&user, request, &urls).await? {
+        Answer::Json(value) => Ok(Json(value).into_response()),
+        Answer::Stream(events) => Ok(sse::response(events.map(|event| sse::frame(&event)))),
+    }
+}
+
+/// The ChatKit engine over this server's database and responder.
+pub(crate) fn engine(state: &AppState) -> ChatKitServer {
+    let limits = Limits {
+        max_attachment_bytes: state.settings.attachments.max_bytes as u64,
+        stalled_client: state.stalled_client(),
+    };
+    ChatKitServer::new(state.db.clone(), state.responder.clone(), limits)
+}
+
+/// Attachment URLs on this server (`/attachments/{id}/content`), signed and expiring, as the
+/// client reached it.
+struct SignedUrls<'a> {
+    state: &'a AppState,
+    origin: String,
+}
+
+impl SignedUrls<'_> {
+    fn url(&self, access: Access, user: &str, attachment_id: &str, ttl: u64) -> Option<String> {
+        let now = chrono::Utc::now().timestamp();
+        let expires = now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX));
+        let signature = self.state.urls.sign(access, user, attachment_id, expires)?;
+        Some(format!(
+            "{}?user={}&expires={expires}&signature={signature}",
+            content_url(&self.origin, attachment_id),
+            percent_encode(user)
+        ))
+    }
+}
+
+impl AttachmentUrls for SignedUrls<'_> {
+    fn upload(&self, user: &str, attachment_id: &str) -> Option<String> {
+        let ttl = self.state.settings.attachments.url_ttl_secs;
+        self.url(Access::Upload, user, attachment_id, ttl)
+    }
+
+    fn preview(&self, user: &str, attachment_id: &str) -> Option<String> {
+        let ttl = self.state.settings.attachments.preview_url_ttl_secs;
+        self.url(Access::Download, user, attachment_id, ttl)
+    }
+}
+
+/// `{origin}/attachments/{id}/content`, the id percent-encoded as one path segment.
+fn content_url(origin: &str, attachment_id: &str) -> String {
+    format!(
+        "{}/attachments/{}/content",
+        origin.trim_end_matches('/'),
+        percent_encode(attachment_id)
+    )
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }

@@ -7,14 +7,14 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, SecondsFormat, Utc};
-use repositories::{ChatChanges, ChatWithItems, Order};
+use repositories::{ChatChanges, ChatWithItems, Id};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{AuthUser, Json, Path, Query};
-use crate::routes::{object_items, page_limit, validate_id};
+use crate::routes::{PageOrder, object_items, page_limit};
 use crate::state::AppState;
 
 /// Longest title, in characters.
@@ -84,7 +84,8 @@ pub(crate) struct CreateChat {
     #[schema(value_type = Option<Vec<Object>>)]
     conversation: Option<Vec<Box<RawValue>>>,
     /// Chosen by the server (a UUID) when absent.
-    chat_id: Option<String>,
+    #[schema(value_type = Option<String>)]
+    chat_id: Option<Id>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -114,19 +115,14 @@ pub(crate) struct ListQuery {
     /// 1 to 100; default 20.
     limit: Option<i64>,
     /// The `chat_id` of the last chat of the previous page.
-    after: Option<String>,
+    #[param(value_type = Option<String>)]
+    after: Option<Id>,
     /// `desc` (default: most recently updated first) or `asc`.
-    order: Option<ListOrder>,
+    #[param(inline)]
+    order: Option<PageOrder>,
     /// Include soft-deleted chats.
     #[serde(default)]
     include_inactive: bool,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum ListOrder {
-    Asc,
-    Desc,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -202,8 +198,7 @@ pub(crate) async fn create_chat(
     AuthUser(user): AuthUser,
     Json(body): Json<CreateChat>,
 ) -> ApiResult<Response> {
-    let chat_id = body.chat_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    validate_id("chat_id", &chat_id)?;
+    let chat_id = body.chat_id.map_or_else(|| uuid::Uuid::new_v4().to_string(), Id::into_string);
     check_title(body.title.as_deref())?;
     let items = object_items("conversation", body.conversation.as_deref().unwrap_or_default())?;
     let chat = state.db.chats().create(&user, &chat_id, body.title, &items).await?;
@@ -224,13 +219,7 @@ pub(crate) async fn list_chats(
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<ChatPage>> {
     let limit = page_limit(query.limit)?;
-    if let Some(after) = &query.after {
-        validate_id("after", after)?;
-    }
-    let order = match query.order.unwrap_or(ListOrder::Desc) {
-        ListOrder::Asc => Order::Asc,
-        ListOrder::Desc => Order::Desc,
-    };
+    let order = query.order.unwrap_or(PageOrder::Desc).into();
     let page = state
         .db
         .chats()
@@ -271,9 +260,8 @@ pub(crate) async fn count_chats(
 pub(crate) async fn get_chat(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path(chat_id): Path<String>,
+    Path(chat_id): Path<Id>,
 ) -> ApiResult<Response> {
-    validate_id("chat_id", &chat_id)?;
     chat_response(StatusCode::OK, state.db.chats().get(&user, &chat_id).await?)
 }
 
@@ -290,10 +278,9 @@ pub(crate) async fn get_chat(
 pub(crate) async fn update_chat(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path(chat_id): Path<String>,
+    Path(chat_id): Path<Id>,
     Json(body): Json<UpdateChat>,
 ) -> ApiResult<Response> {
-    validate_id("chat_id", &chat_id)?;
     if body.title.is_none() && body.conversation.is_none() && body.is_active.is_none() {
         return Err(ApiError::invalid("nothing to update: give title, conversation or is_active"));
     }
@@ -319,10 +306,9 @@ pub(crate) async fn update_chat(
 pub(crate) async fn delete_chat(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path(chat_id): Path<String>,
+    Path(chat_id): Path<Id>,
     Query(query): Query<DeleteQuery>,
 ) -> ApiResult<StatusCode> {
-    validate_id("chat_id", &chat_id)?;
     if query.hard {
         state.db.chats().hard_delete(&user, &chat_id).await?;
     } else {

@@ -4,7 +4,10 @@ use axum::Router;
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use repositories::Order;
+use serde::Deserialize;
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult};
 use crate::settings::Settings;
@@ -18,8 +21,6 @@ pub(crate) mod run;
 pub(crate) mod sessions;
 pub(crate) mod threads;
 
-/// Longest id (session, chat, thread, item, attachment) accepted, in bytes.
-const MAX_ID_BYTES: usize = 255;
 /// Page sizes a list accepts, and the default.
 const PAGE_LIMITS: std::ops::RangeInclusive<i64> = 1..=100;
 const DEFAULT_PAGE_LIMIT: u64 = 20;
@@ -34,21 +35,6 @@ pub(crate) fn router(settings: &Settings) -> Router<AppState> {
         .merge(chatkit::router())
         .merge(run::router())
         .merge(threads::router())
-}
-
-/// Ids are any non-empty UTF-8 of at most 255 bytes, without NUL (which PostgreSQL cannot
-/// store in text).
-pub(crate) fn validate_id(name: &str, id: &str) -> ApiResult<()> {
-    if id.is_empty() {
-        return Err(ApiError::invalid(format!("{name} must not be empty")));
-    }
-    if id.len() > MAX_ID_BYTES {
-        return Err(ApiError::invalid(format!("{name} must be at most {MAX_ID_BYTES} bytes")));
-    }
-    if id.contains('\0') {
-        return Err(ApiError::invalid(format!("{name} must not contain NUL characters")));
-    }
-    Ok(())
 }
 
 /// A JSON response whose body is `text` as is (stored JSON, never re-encoded).
@@ -72,7 +58,24 @@ pub(crate) fn object_items<'a>(field: &str, items: &'a [Box<RawValue>]) -> ApiRe
         .collect()
 }
 
-/// A list's `limit`: 1 to 100, 20 when absent.
+/// The `order` of every HTTP list.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum PageOrder {
+    Asc,
+    Desc,
+}
+
+impl From<PageOrder> for Order {
+    fn from(order: PageOrder) -> Self {
+        match order {
+            PageOrder::Asc => Self::Asc,
+            PageOrder::Desc => Self::Desc,
+        }
+    }
+}
+
+/// The `limit` of every HTTP list: 1 to 100, 20 when absent.
 pub(crate) fn page_limit(limit: Option<i64>) -> ApiResult<u64> {
     match limit {
         None => Ok(DEFAULT_PAGE_LIMIT),

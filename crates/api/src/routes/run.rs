@@ -7,19 +7,22 @@
 //! Agents SDK's `Runner` stores the input before calling the model, which leaves an unanswered
 //! message behind when the call fails.)
 
+use agent_session::{Item, Session as _, StoreSession};
 use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use chatkit_server::events;
 use futures::StreamExt as _;
+use repositories::Id;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{AuthUser, Json};
 use crate::responder::{Message, TextStream, convert};
-use crate::routes::validate_id;
 use crate::sse;
 use crate::state::AppState;
 
@@ -38,7 +41,8 @@ pub(crate) struct RunRequest {
     input: String,
     /// The session whose memory the turn uses and extends (created if absent); without it, a
     /// new session.
-    session_id: Option<String>,
+    #[schema(value_type = Option<String>)]
+    session_id: Option<Id>,
     /// `true` (the default): Server-Sent Events as the answer is written; `false`: one JSON
     /// answer at the end.
     #[serde(default = "streams_by_default")]
@@ -83,22 +87,18 @@ pub(crate) async fn run(
     if request.input.trim().is_empty() {
         return Err(ApiError::invalid("input must not be empty"));
     }
-    let session = match request.session_id {
-        Some(session) => {
-            validate_id("session_id", &session)?;
-            session
-        }
-        None => uuid::Uuid::new_v4().to_string(),
-    };
-    let history =
-        state.db.sessions().latest_items(&user, &session, state.responder.history_items()).await?;
-    // Items are any JSON objects; one that cannot be read is left out of the model's input.
+    let session_id =
+        request.session_id.map_or_else(|| uuid::Uuid::new_v4().to_string(), Id::into_string);
+    // The agent's memory, through the Agents SDK's `Session` protocol, as an agent linked with
+    // the library would use it.
+    let session = StoreSession::new(state.db.clone(), user, session_id);
+    let wanted = usize::try_from(state.responder.history_items()).unwrap_or(usize::MAX);
     let history: Vec<Value> =
-        history.iter().filter_map(|item| serde_json::from_str(item).ok()).collect();
+        session.get_items(Some(wanted)).await?.iter().map(Item::to_value).collect();
     let mut conversation = convert::session_items(&history);
     conversation.push(Message::User(request.input.clone()));
     let answer = state.responder.reply(conversation);
-    let turn = Turn { state, user, session, input: request.input };
+    let turn = Turn { stalled_client: state.stalled_client(), session, input: request.input };
     if request.stream {
         Ok(turn.stream(answer))
     } else {
@@ -113,9 +113,8 @@ pub(crate) async fn run(
 
 /// A turn whose answer is on its way.
 struct Turn {
-    state: AppState,
-    user: String,
-    session: String,
+    stalled_client: std::time::Duration,
+    session: StoreSession,
     input: String,
 }
 
@@ -133,19 +132,19 @@ impl Turn {
                 "content": [{"type": "output_text", "text": output, "annotations": [], "logprobs": []}],
             }),
         ];
-        let texts: Vec<String> = items.iter().map(Value::to_string).collect();
-        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        self.state.db.sessions().add_items(&self.user, &self.session, &texts, None).await?;
-        Ok(RunResult { session_id: self.session.clone(), output, items })
+        let batch = items.iter().map(Item::from_value).collect::<Result<Vec<_>, _>>()?;
+        self.session.add_items(&batch).await?;
+        Ok(RunResult { session_id: self.session.session_id().to_owned(), output, items })
     }
 
     /// The turn as Server-Sent Events; it is stored only if the answer completes while the
     /// client is still there.
     fn stream(self, mut answer: TextStream) -> Response {
-        let (sender, response) = sse::channel(self.state.stalled_client());
-        tokio::spawn(async move {
-            let send = async |event: Value| sender.send(sse::frame(&event)).await;
-            if !send(json!({"type": "run.started", "session_id": self.session})).await {
+        let (sender, events) = events::channel(self.stalled_client);
+        let producer = async move {
+            let send = async |event: Value| sender.send(event).await;
+            let started = json!({"type": "run.started", "session_id": self.session.session_id()});
+            if !send(started).await {
                 return;
             }
             let mut output = String::new();
@@ -174,8 +173,10 @@ impl Turn {
                 Err(err) => error_event(&err),
             };
             send(last).await;
-        });
-        response
+        };
+        // The task logs under the request's span (its request id), not as an orphan.
+        tokio::spawn(producer.instrument(tracing::Span::current()));
+        sse::response(events.map(|event| sse::frame(&event)))
     }
 }
 

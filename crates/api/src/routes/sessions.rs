@@ -14,15 +14,16 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use repositories::IdempotencyKey;
+use repositories::{Id, IdempotencyKey};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
+use tracing::Instrument as _;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{AuthUser, Json, Path, Query};
-use crate::routes::{json_text, object_items, validate_id};
+use crate::routes::{json_text, object_items};
 use crate::state::AppState;
 
 /// Rows per page when a full history is streamed out.
@@ -90,10 +91,9 @@ pub(crate) struct PopResponse {
 pub(crate) async fn get_items(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path(session): Path<String>,
+    Path(session): Path<Id>,
     Query(query): Query<ItemsQuery>,
 ) -> ApiResult<Response> {
-    validate_id("session_id", &session)?;
     match query.limit {
         Some(limit) => {
             let limit = u64::try_from(limit)
@@ -103,7 +103,7 @@ pub(crate) async fn get_items(
             // list, which is `[]` when it is empty.
             Ok(items_body(std::iter::once(joined.as_str())))
         }
-        None => stream_all_items(state, user, session).await,
+        None => stream_all_items(state, user, session.into_string()).await,
     }
 }
 
@@ -127,11 +127,10 @@ pub(crate) async fn get_items(
 pub(crate) async fn add_items(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path(session): Path<String>,
+    Path(session): Path<Id>,
     headers: HeaderMap,
     Json(body): Json<AddItemsRequest>,
 ) -> ApiResult<Json<AddItemsResponse>> {
-    validate_id("session_id", &session)?;
     let items = object_items("items", &body.items)?;
     let idempotency = idempotency_key(&headers, &items)?;
     let added =
@@ -151,9 +150,8 @@ pub(crate) async fn add_items(
 pub(crate) async fn pop_item(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path(session): Path<String>,
+    Path(session): Path<Id>,
 ) -> ApiResult<Response> {
-    validate_id("session_id", &session)?;
     let item = state.db.sessions().pop_item(&user, &session).await?;
     let body = format!("{{\"item\":{}}}", item.as_deref().unwrap_or("null"));
     Ok(json_text(StatusCode::OK, body))
@@ -171,9 +169,8 @@ pub(crate) async fn pop_item(
 pub(crate) async fn clear_session(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path(session): Path<String>,
+    Path(session): Path<Id>,
 ) -> ApiResult<StatusCode> {
-    validate_id("session_id", &session)?;
     state.db.sessions().clear(&user, &session).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -246,7 +243,7 @@ async fn stream_all_items(state: AppState, user: String, session: String) -> Api
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(1);
     let completed = Arc::new(AtomicBool::new(false));
     let producer_completed = completed.clone();
-    tokio::spawn(async move {
+    let producer = async move {
         let _permit = permit;
         let mut page = Some(first_page);
         let mut wrote_any = false;
@@ -292,7 +289,9 @@ async fn stream_all_items(state: AppState, user: String, session: String) -> Api
                 return;
             }
         }
-    });
+    };
+    // The task logs under the request's span (its request id), not as an orphan.
+    tokio::spawn(producer.instrument(tracing::Span::current()));
     // The body ends cleanly only when the producer finished; otherwise it ends in an error,
     // so the client sees a cut-off read rather than a short list.
     let mut failed = false;

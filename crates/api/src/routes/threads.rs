@@ -15,20 +15,17 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
-use repositories::chatkit::{
-    DbStore, SortOrder, Store, StoredAttachment, StoredItem, StoredThread,
-};
+use chatkit_server::wire;
+use repositories::chatkit::{DbStore, Store, StoredAttachment, StoredItem, StoredThread};
+use repositories::{Id, Order, optional_cursor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{AuthUser, Json, Path, Query};
-use crate::routes::{json_text, validate_id};
+use crate::routes::{PageOrder, json_text, page_limit};
 use crate::state::AppState;
-
-const DEFAULT_LIMIT: i64 = 20;
-const MAX_LIMIT: i64 = 100;
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -170,23 +167,6 @@ pub(crate) struct ChatKitThreadItemPage {
     after: Option<String>,
 }
 
-/// The direction of a page.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum PageOrder {
-    Asc,
-    Desc,
-}
-
-impl From<PageOrder> for SortOrder {
-    fn from(order: PageOrder) -> Self {
-        match order {
-            PageOrder::Asc => Self::Asc,
-            PageOrder::Desc => Self::Desc,
-        }
-    }
-}
-
 /// Paging of `GET /threads`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -196,7 +176,9 @@ pub(crate) struct ThreadsPageQuery {
     limit: Option<i64>,
     /// The `after` of the previous page (the id of its last thread), in the same order; an id
     /// that names none of your threads is a 400. Empty means no cursor.
-    after: Option<String>,
+    #[serde(default, deserialize_with = "optional_cursor")]
+    #[param(value_type = Option<String>)]
+    after: Option<Id>,
     /// By (`created_at`, thread id): `desc` (default, newest first) or `asc`.
     #[param(inline)]
     order: Option<PageOrder>,
@@ -211,7 +193,9 @@ pub(crate) struct ItemsPageQuery {
     limit: Option<i64>,
     /// The `after` of the previous page (the id of its last item), in the same order; an id
     /// that names no item of this thread is a 400. Empty means no cursor.
-    after: Option<String>,
+    #[serde(default, deserialize_with = "optional_cursor")]
+    #[param(value_type = Option<String>)]
+    after: Option<Id>,
     /// By (`created_at`, insertion order): `asc` (default, oldest first) or `desc`.
     #[param(inline)]
     order: Option<PageOrder>,
@@ -235,10 +219,10 @@ pub(crate) async fn list_threads(
     AuthUser(user): AuthUser,
     Query(query): Query<ThreadsPageQuery>,
 ) -> ApiResult<Response> {
-    let (limit, after) = page_params(query.limit, query.after)?;
-    let order = query.order.map_or(SortOrder::Desc, SortOrder::from);
-    let page = store(&state).load_threads(limit, after.as_deref(), order, &user).await?;
-    Ok(json_text(StatusCode::OK, page.to_json()))
+    let limit = page_limit(query.limit)?;
+    let order = query.order.map_or(Order::Desc, Order::from);
+    let page = store(&state).load_threads(limit, query.after.as_deref(), order, &user).await?;
+    Ok(json_text(StatusCode::OK, wire::stored_page(&page)))
 }
 
 /// `save_thread`: creates or replaces the thread's metadata. An `items` key is ignored (not
@@ -257,10 +241,9 @@ pub(crate) async fn list_threads(
 pub(crate) async fn put_thread(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path(thread_id): Path<String>,
+    Path(thread_id): Path<Id>,
     Json(body): Json<Box<RawValue>>,
 ) -> ApiResult<Response> {
-    validate_id("thread_id", &thread_id)?;
     let thread = StoredThread::parse(body.get())?;
     same_id("thread", &thread.id, &thread_id)?;
     let saved = store(&state).save_thread(body.get(), &user).await?;
@@ -280,9 +263,8 @@ pub(crate) async fn put_thread(
 pub(crate) async fn get_thread(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path(thread_id): Path<String>,
+    Path(thread_id): Path<Id>,
 ) -> ApiResult<Response> {
-    validate_id("thread_id", &thread_id)?;
     let thread = store(&state).load_thread(&thread_id, &user).await?;
     Ok(json_text(StatusCode::OK, thread.json))
 }
@@ -299,9 +281,8 @@ pub(crate) async fn get_thread(
 pub(crate) async fn delete_thread(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path(thread_id): Path<String>,
+    Path(thread_id): Path<Id>,
 ) -> ApiResult<StatusCode> {
-    validate_id("thread_id", &thread_id)?;
     store(&state).delete_thread(&thread_id, &user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -326,16 +307,16 @@ pub(crate) async fn delete_thread(
 pub(crate) async fn list_items(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path(thread_id): Path<String>,
+    Path(thread_id): Path<Id>,
     Query(query): Query<ItemsPageQuery>,
 ) -> ApiResult<Response> {
-    validate_id("thread_id", &thread_id)?;
-    let (limit, after) = page_params(query.limit, query.after)?;
-    let order = query.order.map_or(SortOrder::Asc, SortOrder::from);
+    let limit = page_limit(query.limit)?;
+    let order = query.order.map_or(Order::Asc, Order::from);
     let store = store(&state);
     store.load_thread(&thread_id, &user).await?;
-    let page = store.load_thread_items(&thread_id, after.as_deref(), limit, order, &user).await?;
-    Ok(json_text(StatusCode::OK, page.to_json()))
+    let after = query.after.as_deref();
+    let page = store.load_thread_items(&thread_id, after, limit, order, &user).await?;
+    Ok(json_text(StatusCode::OK, wire::stored_page(&page)))
 }
 
 /// `add_thread_item`: stores a new item. Idempotent by item id: a repeat replaces the stored
@@ -356,12 +337,11 @@ pub(crate) async fn list_items(
 pub(crate) async fn add_item(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path(thread_id): Path<String>,
+    Path(thread_id): Path<Id>,
     Json(body): Json<Box<RawValue>>,
 ) -> ApiResult<Response> {
-    validate_id("thread_id", &thread_id)?;
-    let item = StoredItem::parse(&thread_id, body.get())?;
-    validate_id("the item's id", &item.id)?;
+    // Parsed for its checks (the item's id among them), before anything is written.
+    StoredItem::parse(&thread_id, body.get())?;
     let saved = store(&state).add_thread_item(&thread_id, body.get(), &user).await?;
     let status = if saved.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(json_text(status, saved.stored.json))
@@ -384,11 +364,9 @@ pub(crate) async fn add_item(
 pub(crate) async fn put_item(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path((thread_id, item_id)): Path<(String, String)>,
+    Path((thread_id, item_id)): Path<(Id, Id)>,
     Json(body): Json<Box<RawValue>>,
 ) -> ApiResult<Response> {
-    validate_id("thread_id", &thread_id)?;
-    validate_id("item_id", &item_id)?;
     let item = StoredItem::parse(&thread_id, body.get())?;
     same_id("item", &item.id, &item_id)?;
     let saved = store(&state).save_item(&thread_id, body.get(), &user).await?;
@@ -409,10 +387,8 @@ pub(crate) async fn put_item(
 pub(crate) async fn get_item(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path((thread_id, item_id)): Path<(String, String)>,
+    Path((thread_id, item_id)): Path<(Id, Id)>,
 ) -> ApiResult<Response> {
-    validate_id("thread_id", &thread_id)?;
-    validate_id("item_id", &item_id)?;
     let item = store(&state).load_item(&thread_id, &item_id, &user).await?;
     Ok(json_text(StatusCode::OK, item.json))
 }
@@ -430,10 +406,8 @@ pub(crate) async fn get_item(
 pub(crate) async fn delete_item(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path((thread_id, item_id)): Path<(String, String)>,
+    Path((thread_id, item_id)): Path<(Id, Id)>,
 ) -> ApiResult<StatusCode> {
-    validate_id("thread_id", &thread_id)?;
-    validate_id("item_id", &item_id)?;
     store(&state).delete_thread_item(&thread_id, &item_id, &user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -458,15 +432,11 @@ pub(crate) async fn delete_item(
 pub(crate) async fn put_attachment(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path(attachment_id): Path<String>,
+    Path(attachment_id): Path<Id>,
     Json(body): Json<Box<RawValue>>,
 ) -> ApiResult<Response> {
-    validate_id("attachment_id", &attachment_id)?;
     let attachment = StoredAttachment::parse(body.get())?;
     same_id("attachment", &attachment.id, &attachment_id)?;
-    if let Some(thread_id) = &attachment.thread_id {
-        validate_id("the attachment's thread_id", thread_id)?;
-    }
     let saved = store(&state).save_attachment(body.get(), &user).await?;
     Ok(json_text(StatusCode::OK, saved.stored.json))
 }
@@ -484,9 +454,8 @@ pub(crate) async fn put_attachment(
 pub(crate) async fn get_attachment(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path(attachment_id): Path<String>,
+    Path(attachment_id): Path<Id>,
 ) -> ApiResult<Response> {
-    validate_id("attachment_id", &attachment_id)?;
     let attachment = store(&state).load_attachment(&attachment_id, &user).await?;
     Ok(json_text(StatusCode::OK, attachment.json))
 }
@@ -503,9 +472,8 @@ pub(crate) async fn get_attachment(
 pub(crate) async fn delete_attachment(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path(attachment_id): Path<String>,
+    Path(attachment_id): Path<Id>,
 ) -> ApiResult<StatusCode> {
-    validate_id("attachment_id", &attachment_id)?;
     store(&state).delete_attachment(&attachment_id, &user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -516,19 +484,6 @@ pub(crate) async fn delete_attachment(
 
 fn store(state: &AppState) -> DbStore {
     state.db.chatkit()
-}
-
-/// `limit` (1..=100, default 20) and `after` (empty means none).
-fn page_params(limit: Option<i64>, after: Option<String>) -> ApiResult<(u64, Option<String>)> {
-    let limit = limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid(format!("limit must be between 1 and {MAX_LIMIT}")));
-    }
-    let after = after.filter(|after| !after.is_empty());
-    if let Some(after) = &after {
-        validate_id("after", after)?;
-    }
-    Ok((limit.unsigned_abs(), after))
 }
 
 /// A body's `id` must be the one in the path.
@@ -574,9 +529,8 @@ pub(crate) struct FeedbackList {
 pub(crate) async fn list_feedback(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path(thread_id): Path<String>,
+    Path(thread_id): Path<Id>,
 ) -> ApiResult<crate::extract::Json<FeedbackList>> {
-    validate_id("thread_id", &thread_id)?;
     store(&state).load_thread(&thread_id, &user).await?;
     let feedback = state.db.feedback().of_thread(&user, &thread_id).await?;
     let data = feedback

@@ -3,20 +3,23 @@
 
 use std::collections::HashMap;
 
-use axum::body::Bytes;
-use axum::response::Response;
 use futures::StreamExt;
-use repositories::chatkit::{DbStore, SortOrder, Store, StoreItemType};
-use serde::Deserialize;
+use repositories::RepoError;
+use repositories::chatkit::{DbStore, ItemChanges, SortOrder, Store, StoreItemType, StoredItem};
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 
-use super::{params, parse_json, wire};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ChatKitError, ChatKitResult};
+use crate::events::{self, EventSender, Events};
+use crate::request::{
+    Action, ChatKitRequest, CustomActionParams, StructuredInputParams, StructuredInputSubmission,
+    SubmissionStatus, UserMessageInput,
+};
 use crate::responder::{
     ActionInput, RespondInput, Responder, ResponderError, ResponderEvent, naive_now,
 };
-use crate::sse;
-use crate::state::AppState;
+use crate::server::{ChatKitServer, parse_json};
+use crate::wire;
 
 /// Empty content parts added to reach an update's `content_index`, at most.
 const MAX_CONTENT_PADDING: usize = 64;
@@ -24,140 +27,52 @@ const MAX_CONTENT_PADDING: usize = 64;
 /// What the SDK stores when a client stops a stream, for the model to see next time.
 const CANCELLED: &str = "The user cancelled the stream. Stop responding to the prior request.";
 
-/// `UserMessageInput`: `content`, `attachments` (ids) and `inference_options` are required.
-#[derive(Debug, Deserialize)]
-struct UserMessageInput {
-    content: Vec<Value>,
-    attachments: Vec<String>,
-    #[serde(default)]
-    quoted_text: Option<String>,
-    inference_options: Value,
-}
-
-#[derive(Debug, Deserialize)]
-struct CreateParams {
-    input: UserMessageInput,
-}
-
-#[derive(Debug, Deserialize)]
-struct ToolOutputParams {
-    thread_id: String,
-    result: Value,
-}
-
-#[derive(Debug, Deserialize)]
-struct RetryParams {
-    thread_id: String,
-    item_id: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct StructuredInputParams {
-    thread_id: String,
-    item_id: String,
-    input: StructuredInputSubmission,
-}
-
-/// The user's answers to a pending structured input item.
-#[derive(Debug, Deserialize)]
-struct StructuredInputSubmission {
-    #[serde(default)]
-    status: SubmissionStatus,
-    #[serde(default)]
-    answers: HashMap<String, AnswerSubmission>,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum SubmissionStatus {
-    #[default]
-    Answered,
-    Skipped,
-}
-
-#[derive(Debug, Deserialize)]
-struct AnswerSubmission {
-    #[serde(default)]
-    values: Vec<String>,
-    #[serde(default)]
-    skipped: bool,
-}
-
-#[derive(Debug, Deserialize)]
-struct CustomActionParams {
-    thread_id: String,
-    #[serde(default)]
-    item_id: Option<String>,
-    action: Action,
-}
-
-#[derive(Debug, Deserialize)]
-struct Action {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    payload: Value,
-}
-
-#[derive(Debug, Deserialize)]
-struct AddUserMessageParams {
-    input: UserMessageInput,
-    thread_id: String,
-}
-
-/// One SSE frame, in wire form.
-fn frame(mut event: Value) -> Bytes {
+/// An event in wire form.
+fn frame(mut event: Value) -> Value {
     if let Some(item) = event.get_mut("item") {
         *item = wire::item(std::mem::take(item));
     }
-    sse::frame(&wire::drop_nulls(event))
+    wire::drop_nulls(event)
 }
 
-/// Answers the six streaming request types; other request types are not handled here
-/// (`Ok(None)`).
-pub(crate) async fn start(
-    state: &AppState,
-    user: &str,
-    kind: &str,
-    params_value: Value,
-) -> ApiResult<Option<Response>> {
-    let store = state.db.chatkit();
-    let answer = match kind {
-        "threads.create" => {
-            let CreateParams { input } = params(kind, params_value)?;
-            create(state, &store, user, input).await
+impl ChatKitServer {
+    /// Answers one of the six streaming request types.
+    pub(crate) async fn stream(
+        &self,
+        user: &str,
+        request: ChatKitRequest,
+    ) -> ChatKitResult<Events> {
+        let store = &self.store;
+        match request {
+            ChatKitRequest::CreateThread(params) => create(self, store, user, params.input).await,
+            ChatKitRequest::AddUserMessage(params) => {
+                add_user_message(self, store, user, &params.thread_id, params.input).await
+            }
+            ChatKitRequest::RetryAfterItem(params) => {
+                retry_after_item(self, store, user, &params.thread_id, &params.item_id).await
+            }
+            ChatKitRequest::AddClientToolOutput(params) => {
+                add_client_tool_output(self, store, user, &params.thread_id, params.result).await
+            }
+            ChatKitRequest::AddStructuredInput(params) => {
+                let StructuredInputParams { thread_id, item_id, input } = params;
+                add_structured_input(self, store, user, &thread_id, &item_id, input).await
+            }
+            ChatKitRequest::CustomAction(params) => {
+                let CustomActionParams { thread_id, item_id, action } = params;
+                custom_action(self, store, user, &thread_id, item_id.as_deref(), action).await
+            }
+            json => Err(ChatKitError::invalid(format!("{json:?} is not a streaming request"))),
         }
-        "threads.add_user_message" => {
-            let AddUserMessageParams { input, thread_id } = params(kind, params_value)?;
-            add_user_message(state, &store, user, &thread_id, input).await
-        }
-        "threads.retry_after_item" => {
-            let RetryParams { thread_id, item_id } = params(kind, params_value)?;
-            retry_after_item(state, &store, user, &thread_id, &item_id).await
-        }
-        "threads.add_client_tool_output" => {
-            let ToolOutputParams { thread_id, result } = params(kind, params_value)?;
-            add_client_tool_output(state, &store, user, &thread_id, result).await
-        }
-        "threads.add_structured_input" => {
-            let StructuredInputParams { thread_id, item_id, input } = params(kind, params_value)?;
-            add_structured_input(state, &store, user, &thread_id, &item_id, input).await
-        }
-        "threads.custom_action" => {
-            let CustomActionParams { thread_id, item_id, action } = params(kind, params_value)?;
-            custom_action(state, &store, user, &thread_id, item_id.as_deref(), action).await
-        }
-        _ => return Ok(None),
-    };
-    answer.map(Some)
+    }
 }
 
 async fn create(
-    state: &AppState,
+    server: &ChatKitServer,
     store: &DbStore,
     user: &str,
     input: UserMessageInput,
-) -> ApiResult<Response> {
+) -> ChatKitResult<Events> {
     // Attachments are resolved first, so a bad id is a 4xx before anything is written.
     let attachments = load_attachments(store, user, &input.attachments).await?;
     let thread_id = store.generate_thread_id(user);
@@ -170,124 +85,127 @@ async fn create(
     let mut prelude = vec![frame(created)];
     let user_message = store_user_message(store, user, &thread, input, attachments).await?;
     prelude.push(frame(json!({"type": "thread.item.done", "item": user_message})));
-    Ok(respond(state, user, thread, prelude, Turn::answer(Some(user_message))))
+    Ok(respond(server, user, thread, prelude, Turn::answer(Some(user_message))))
 }
 
 async fn add_user_message(
-    state: &AppState,
+    server: &ChatKitServer,
     store: &DbStore,
     user: &str,
     thread_id: &str,
     input: UserMessageInput,
-) -> ApiResult<Response> {
+) -> ChatKitResult<Events> {
     let thread = parse_json(&store.load_thread(thread_id, user).await?.json)?;
     let attachments = load_attachments(store, user, &input.attachments).await?;
     let user_message = store_user_message(store, user, &thread, input, attachments).await?;
     let prelude = vec![frame(json!({"type": "thread.item.done", "item": user_message}))];
-    Ok(respond(state, user, thread, prelude, Turn::answer(Some(user_message))))
+    Ok(respond(server, user, thread, prelude, Turn::answer(Some(user_message))))
 }
 
 /// `threads.add_client_tool_output`: the newest item must be a pending client tool call; it
 /// gets the result and is completed, any other call still pending among the newest 20 is
-/// dropped, and the responder carries on without a new user message.
+/// dropped (all in one transaction), and the responder carries on without a new user message.
 async fn add_client_tool_output(
-    state: &AppState,
+    server: &ChatKitServer,
     store: &DbStore,
     user: &str,
     thread_id: &str,
     result: Value,
-) -> ApiResult<Response> {
+) -> ChatKitResult<Events> {
     let thread = parse_json(&store.load_thread(thread_id, user).await?.json)?;
-    let newest = store.load_thread_items(thread_id, None, 1, SortOrder::Desc, user).await?;
-    let mut call = match newest.data.first() {
-        Some(item) => parse_json(&item.json)?,
+    store
+        .edit_newest_items(thread_id, user, PENDING_CALLS_WINDOW, |newest| {
+            complete_tool_call(thread_id, newest, result)
+        })
+        .await?;
+    Ok(respond(server, user, thread, Vec::new(), Turn::answer(None)))
+}
+
+/// How many of the newest items are searched for other pending client tool calls to drop, as
+/// the SDK does.
+const PENDING_CALLS_WINDOW: u64 = 20;
+
+/// The changes of `threads.add_client_tool_output` to the thread's newest items (newest
+/// first): the newest, which must be a pending client tool call, gets the result and is
+/// completed; any other pending call among them goes.
+fn complete_tool_call(
+    thread_id: &str,
+    newest: &[StoredItem],
+    result: Value,
+) -> Result<ItemChanges, RepoError> {
+    let parse = |item: &StoredItem| {
+        serde_json::from_str::<Value>(&item.json)
+            .map_err(|err| RepoError::Invalid(format!("a stored item is not JSON: {err}")))
+    };
+    let is_pending_call =
+        |item: &Value| item["type"] == "client_tool_call" && item["status"] == "pending";
+    let mut call = match newest.first() {
+        Some(item) => parse(item)?,
         None => Value::Null,
     };
-    if call["type"] != "client_tool_call" || call["status"] != "pending" {
-        return Err(ApiError::invalid(format!(
+    if !is_pending_call(&call) {
+        return Err(RepoError::Invalid(format!(
             "the last item of thread {thread_id:?} is not a pending client tool call"
         )));
     }
     call["output"] = result;
     call["status"] = Value::String("completed".into());
-    store.save_item(thread_id, &call.to_string(), user).await?;
-    let recent =
-        store.load_thread_items(thread_id, None, RETRY_PAGE, SortOrder::Desc, user).await?;
-    for item in &recent.data {
-        let value = parse_json(&item.json)?;
-        if value["type"] == "client_tool_call" && value["status"] == "pending" {
-            store.delete_thread_item(thread_id, &item.id, user).await?;
+    let mut delete = Vec::new();
+    for item in newest.iter().skip(1) {
+        if is_pending_call(&parse(item)?) {
+            delete.push(item.id.clone());
         }
     }
-    Ok(respond(state, user, thread, Vec::new(), Turn::answer(None)))
+    Ok(ItemChanges { save: vec![call.to_string()], delete })
 }
 
-/// Items read per page while looking for the item to retry after, as the SDK does.
-const RETRY_PAGE: u64 = 20;
-
-/// `threads.retry_after_item`: deletes every item newer than the given user message and
-/// answers it again. An id that names no item of the thread gives an empty stream, as in the
+/// `threads.retry_after_item`: deletes every item newer than the given user message (in one
+/// statement) and answers it again. An id that names no item of the thread gives an empty stream, as in the
 /// SDK; one that names something other than a user message is a 400.
 async fn retry_after_item(
-    state: &AppState,
+    server: &ChatKitServer,
     store: &DbStore,
     user: &str,
     thread_id: &str,
     item_id: &str,
-) -> ApiResult<Response> {
+) -> ChatKitResult<Events> {
     let thread = parse_json(&store.load_thread(thread_id, user).await?.json)?;
-    let mut newer = Vec::new();
-    let mut after: Option<String> = None;
-    let found = loop {
-        let page = store
-            .load_thread_items(thread_id, after.as_deref(), RETRY_PAGE, SortOrder::Desc, user)
-            .await?;
-        if let Some(position) = page.data.iter().position(|item| item.id == item_id) {
-            newer.extend(page.data[..position].iter().map(|item| item.id.clone()));
-            break Some(parse_json(&page.data[position].json)?);
-        }
-        newer.extend(page.data.iter().map(|item| item.id.clone()));
-        match page.after {
-            Some(next) if page.has_more => after = Some(next),
-            _ => break None,
-        }
-    };
-    let Some(user_message) = found else {
-        return Ok(sse::response(futures::stream::empty()));
+    let user_message = match store.load_item(thread_id, item_id, user).await {
+        Ok(item) => parse_json(&item.json)?,
+        Err(RepoError::NotFound(_)) => return Ok(Events::empty()),
+        Err(err) => return Err(err.into()),
     };
     if user_message["type"] != "user_message" {
-        return Err(ApiError::invalid(format!("item {item_id:?} is not a user message")));
+        return Err(ChatKitError::invalid(format!("item {item_id:?} is not a user message")));
     }
-    for id in &newer {
-        store.delete_thread_item(thread_id, id, user).await?;
-    }
-    Ok(respond(state, user, thread, Vec::new(), Turn::answer(Some(user_message))))
+    store.delete_items_after(thread_id, item_id, user).await?;
+    Ok(respond(server, user, thread, Vec::new(), Turn::answer(Some(user_message))))
 }
 
 /// `threads.add_structured_input`: the item must be a pending structured input; the answers
 /// are applied as the SDK does, the item is replaced (through the event pipeline, so it is
 /// saved like any replacement), and the responder carries on without a new user message.
 async fn add_structured_input(
-    state: &AppState,
+    server: &ChatKitServer,
     store: &DbStore,
     user: &str,
     thread_id: &str,
     item_id: &str,
     submission: StructuredInputSubmission,
-) -> ApiResult<Response> {
+) -> ChatKitResult<Events> {
     let thread = parse_json(&store.load_thread(thread_id, user).await?.json)?;
     let mut item = parse_json(&store.load_item(thread_id, item_id, user).await?.json)?;
     if item["type"] != "structured_input" {
-        return Err(ApiError::invalid(format!("item {item_id:?} is not a structured input")));
+        return Err(ChatKitError::invalid(format!("item {item_id:?} is not a structured input")));
     }
     // The SDK's model defaults a missing status to pending.
     if item["status"].as_str().unwrap_or("pending") != "pending" {
-        return Err(ApiError::invalid(format!("structured input {item_id:?} is not pending")));
+        return Err(ChatKitError::invalid(format!("structured input {item_id:?} is not pending")));
     }
     apply_answers(&mut item, submission);
     let replaced = json!({"type": "thread.item.replaced", "item": item});
     let turn = Turn::Respond { user_message: None, first: vec![replaced] };
-    Ok(respond(state, user, thread, Vec::new(), turn))
+    Ok(respond(server, user, thread, Vec::new(), turn))
 }
 
 /// Records the answers on each input: a missing, skipped or empty answer (or a skipped
@@ -329,13 +247,13 @@ fn apply_answers(item: &mut Value, mut submission: StructuredInputSubmission) {
 /// `threads.custom_action`: a widget action, answered by the responder's `action`. A sender
 /// that is not a widget gets the SDK's bare `stream.error` event and nothing else.
 async fn custom_action(
-    state: &AppState,
+    server: &ChatKitServer,
     store: &DbStore,
     user: &str,
     thread_id: &str,
     item_id: Option<&str>,
     action: Action,
-) -> ApiResult<Response> {
+) -> ChatKitResult<Events> {
     let thread = parse_json(&store.load_thread(thread_id, user).await?.json)?;
     let sender = match item_id.filter(|id| !id.is_empty()) {
         Some(item_id) => Some(parse_json(&store.load_item(thread_id, item_id, user).await?.json)?),
@@ -343,13 +261,17 @@ async fn custom_action(
     };
     if sender.as_ref().is_some_and(|item| item["type"] != "widget") {
         let error = json!({"type": "error", "code": "stream.error", "allow_retry": false});
-        return Ok(sse::response(futures::stream::iter([frame(error)])));
+        return Ok(Events::of(vec![frame(error)]));
     }
     let action = json!({"type": action.kind, "payload": action.payload});
-    Ok(respond(state, user, thread, Vec::new(), Turn::Action { action, sender }))
+    Ok(respond(server, user, thread, Vec::new(), Turn::Action { action, sender }))
 }
 
-async fn load_attachments(store: &DbStore, user: &str, ids: &[String]) -> ApiResult<Vec<Value>> {
+async fn load_attachments(
+    store: &DbStore,
+    user: &str,
+    ids: &[repositories::Id],
+) -> ChatKitResult<Vec<Value>> {
     let mut attachments = Vec::with_capacity(ids.len());
     for id in ids {
         attachments.push(parse_json(&store.load_attachment(id, user).await?.json)?);
@@ -357,18 +279,20 @@ async fn load_attachments(store: &DbStore, user: &str, ids: &[String]) -> ApiRes
     Ok(attachments)
 }
 
-/// Builds the user message, stamps its attachments with the thread, and stores both.
+/// Builds the user message, stamps its attachments with the thread, and stores both in one
+/// transaction.
 async fn store_user_message(
     store: &DbStore,
     user: &str,
     thread: &Value,
     input: UserMessageInput,
     mut attachments: Vec<Value>,
-) -> ApiResult<Value> {
+) -> ChatKitResult<Value> {
     let thread_id = thread["id"].as_str().unwrap_or_default().to_owned();
+    let mut stamped = Vec::with_capacity(attachments.len());
     for attachment in &mut attachments {
         attachment["thread_id"] = Value::String(thread_id.clone());
-        store.save_attachment(&attachment.to_string(), user).await?;
+        stamped.push(attachment.to_string());
     }
     let message = json!({
         "id": store.generate_item_id(StoreItemType::Message, &thread_id, user),
@@ -380,7 +304,9 @@ async fn store_user_message(
         "quoted_text": input.quoted_text,
         "inference_options": input.inference_options,
     });
-    let saved = store.add_thread_item(&thread_id, &message.to_string(), user).await?;
+    // The attachments are stamped with the thread and the message stored, all or nothing.
+    let saved =
+        store.add_item_with_attachments(&thread_id, &message.to_string(), &stamped, user).await?;
     parse_json(&saved.stored.json)
 }
 
@@ -399,24 +325,26 @@ impl Turn {
     }
 }
 
-/// The SSE response: the prelude, `stream_options`, then the turn's events, each persisted
+/// The stream: the prelude, `stream_options`, then the turn's events, each persisted
 /// before it is sent.
 fn respond(
-    state: &AppState,
+    server: &ChatKitServer,
     user: &str,
     thread: Value,
-    prelude: Vec<Bytes>,
+    prelude: Vec<Value>,
     turn: Turn,
-) -> Response {
-    let (sender, response) = sse::channel(state.stalled_client());
-    let store = state.db.chatkit();
-    let responder = state.responder.clone();
+) -> Events {
+    let (sender, events) = events::channel(server.limits.stalled_client);
+    let store = server.store.clone();
+    let responder = server.responder.clone();
     let user = user.to_owned();
-    tokio::spawn(async move {
+    // The task logs under the request's span (its request id), not as an orphan.
+    let pipeline = async move {
         let mut pipeline = Pipeline { store, user, thread, pending: HashMap::new(), sender };
         pipeline.run(&*responder, turn, prelude).await;
-    });
-    response
+    };
+    tokio::spawn(pipeline.instrument(tracing::Span::current()));
+    events
 }
 
 /// The `error` event a failed responder ends the stream with, as `_process_events` sends it.
@@ -437,11 +365,11 @@ struct Pipeline {
     thread: Value,
     /// Items announced by `thread.item.added` and not yet done, as updated so far.
     pending: HashMap<String, Value>,
-    sender: sse::Frames,
+    sender: EventSender,
 }
 
 impl Pipeline {
-    async fn run(&mut self, responder: &dyn Responder, turn: Turn, prelude: Vec<Bytes>) {
+    async fn run(&mut self, responder: &dyn Responder, turn: Turn, prelude: Vec<Value>) {
         let options = json!({"type": "stream_options", "stream_options": {"allow_cancel": true}});
         for chunk in prelude.into_iter().chain([frame(options)]) {
             if !self.sender.send(chunk).await {

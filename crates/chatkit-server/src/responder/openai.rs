@@ -10,8 +10,8 @@ use futures::StreamExt as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
 
+use super::ResponderSettings;
 use super::{Message, Responder, ResponderError, TextStream};
-use crate::settings::ResponderSettings;
 
 /// The longest upstream error body repeated in our logs.
 const ERROR_EXCERPT_CHARS: usize = 300;
@@ -153,7 +153,7 @@ enum BodyError {
 fn body_until_silent(
     response: reqwest::Response,
     read_timeout: Duration,
-) -> impl futures::Stream<Item = Result<axum::body::Bytes, BodyError>> {
+) -> impl futures::Stream<Item = Result<bytes::Bytes, BodyError>> {
     let mut body = Box::pin(response.bytes_stream());
     async_stream::stream! {
         loop {
@@ -283,7 +283,7 @@ mod tests {
     #[tokio::test]
     async fn a_refusal_is_described_without_our_key() {
         let key = SecretString::from("sk-live-0123456789");
-        let answer = axum::http::Response::builder()
+        let answer = http::Response::builder()
             .status(401)
             .body(r#"{"error": {"message": "Incorrect API key provided: sk-live-0123456789"}}"#)
             .map(reqwest::Response::from)

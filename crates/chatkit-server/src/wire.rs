@@ -4,13 +4,15 @@
 //! and without attachment `metadata`; `_to_thread_response` rebuilds each thread without its
 //! `metadata` (so clients always see `{}`) and without hidden-context items.
 
+use repositories::Page;
+use repositories::chatkit::StoredObject;
 use serde_json::{Map, Value};
 
 /// Item types the server stores but never sends.
 const HIDDEN_ITEM_TYPES: [&str; 2] = ["hidden_context_item", "sdk_hidden_context"];
 
 /// Whether a stored item is one the client never sees.
-pub(crate) fn is_hidden(item: &Value) -> bool {
+pub fn is_hidden(item: &Value) -> bool {
     item.get("type").and_then(Value::as_str).is_some_and(|kind| HIDDEN_ITEM_TYPES.contains(&kind))
 }
 
@@ -20,7 +22,7 @@ const FREE_FORM_FIELDS: [&str; 3] = ["arguments", "output", "data"];
 
 /// Drops `null` model fields at every depth, as pydantic's `exclude_none` does. Nulls inside
 /// free-form values are data, not unset fields, so they stay.
-pub(crate) fn drop_nulls(value: Value) -> Value {
+pub fn drop_nulls(value: Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(
             map.into_iter()
@@ -40,7 +42,7 @@ pub(crate) fn drop_nulls(value: Value) -> Value {
 }
 
 /// An attachment as sent: no `metadata`, no nulls.
-pub(crate) fn attachment(mut attachment: Value) -> Value {
+pub fn attachment(mut attachment: Value) -> Value {
     if let Value::Object(map) = &mut attachment {
         map.remove("metadata");
     }
@@ -48,7 +50,7 @@ pub(crate) fn attachment(mut attachment: Value) -> Value {
 }
 
 /// An item as sent: the attachments of a user message lose their `metadata`; no nulls.
-pub(crate) fn item(mut item: Value) -> Value {
+pub fn item(mut item: Value) -> Value {
     if let Some(Value::Array(attachments)) = item.get_mut("attachments") {
         for entry in attachments.iter_mut() {
             *entry = attachment(std::mem::take(entry));
@@ -61,7 +63,7 @@ pub(crate) fn item(mut item: Value) -> Value {
 const THREAD_FIELDS: [&str; 5] = ["title", "id", "created_at", "status", "allowed_image_domains"];
 
 /// A thread as sent, with `items` (a page already in wire form).
-pub(crate) fn thread(stored: &Value, items: Value) -> Value {
+pub fn thread(stored: &Value, items: Value) -> Value {
     let mut out = Map::new();
     for field in THREAD_FIELDS {
         if let Some(value) = stored.get(field) {
@@ -75,7 +77,7 @@ pub(crate) fn thread(stored: &Value, items: Value) -> Value {
 }
 
 /// A page in wire form: `after` disappears when it is `null`.
-pub(crate) fn page(data: Vec<Value>, has_more: bool, after: Option<String>) -> Value {
+pub fn page(data: Vec<Value>, has_more: bool, after: Option<String>) -> Value {
     let mut out = Map::new();
     out.insert("data".to_owned(), Value::Array(data));
     out.insert("has_more".to_owned(), Value::Bool(has_more));
@@ -86,12 +88,36 @@ pub(crate) fn page(data: Vec<Value>, has_more: bool, after: Option<String>) -> V
 }
 
 /// The empty items page threads carry outside `threads.get_by_id`.
-pub(crate) fn empty_page() -> Value {
+pub fn empty_page() -> Value {
     page(Vec::new(), false, None)
+}
+
+/// `{"data":[...],"has_more":bool,"after":string|null}` (`chatkit.types.Page`) in stored
+/// form, as the HTTP store routes answer: the elements' stored text as is, never re-encoded.
+pub fn stored_page<T: StoredObject>(page: &Page<T>) -> String {
+    let size: usize = page.data.iter().map(|row| row.json().len() + 1).sum();
+    let mut out = String::with_capacity(size + 64);
+    out.push_str("{\"data\":[");
+    for (index, row) in page.data.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        out.push_str(row.json());
+    }
+    out.push_str("],\"has_more\":");
+    out.push_str(if page.has_more { "true" } else { "false" });
+    out.push_str(",\"after\":");
+    match &page.after {
+        Some(after) => out.push_str(&serde_json::Value::from(after.as_str()).to_string()),
+        None => out.push_str("null"),
+    }
+    out.push('}');
+    out
 }
 
 #[cfg(test)]
 mod tests {
+    use repositories::chatkit::StoredAttachment;
     use serde_json::json;
 
     use super::*;
@@ -135,5 +161,25 @@ mod tests {
         );
         assert!(is_hidden(&json!({"type": "sdk_hidden_context"})));
         assert!(!is_hidden(&json!({"type": "assistant_message"})));
+    }
+
+    #[test]
+    fn pages_are_encoded_from_the_stored_text() {
+        let item = |id: &str, json: &str| StoredAttachment {
+            id: id.into(),
+            thread_id: None,
+            name: "n".into(),
+            mime_type: "m".into(),
+            json: json.into(),
+        };
+        let rows =
+            vec![item("a", r#"{"id": "a"}"#), item("b\"c", r#"{"id":"b\"c"}"#), item("d", "{}")];
+        let page = Page::from_rows(rows, 2, |row| row.id.clone());
+        assert_eq!(
+            stored_page(&page),
+            r#"{"data":[{"id": "a"},{"id":"b\"c"}],"has_more":true,"after":"b\"c"}"#
+        );
+        let last = Page::from_rows(vec![item("a", r#"{"id": "a"}"#)], 2, |row| row.id.clone());
+        assert_eq!(stored_page(&last), r#"{"data":[{"id": "a"}],"has_more":false,"after":null}"#);
     }
 }

@@ -9,6 +9,7 @@
 pub mod convert;
 mod echo;
 mod openai;
+mod settings;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use serde_json::{Value, json};
 pub use echo::EchoResponder;
 pub use openai::OpenAiResponder;
 
-use crate::settings::{ResponderKind, ResponderSettings};
+pub use settings::{OpenAiSettings, ResponderKind, ResponderSettings};
 
 /// The assistant's answer, piece by piece.
 pub type TextStream = BoxStream<'static, Result<String, ResponderError>>;
