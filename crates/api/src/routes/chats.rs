@@ -23,7 +23,7 @@ const MAX_TITLE_CHARS: usize = 255;
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(create_chat, list_chats, count_chats, get_chat, update_chat, delete_chat),
-    components(schemas(Chat, ChatSummary, ChatPage, ChatCount, CreateChat, UpdateChat, ListOrder)),
+    components(schemas(Chat, ChatSummary, ChatPage, ChatCount, CreateChat, UpdateChat)),
     tags((name = "chats", description = "Conversations: a title, an active flag, and the \\
         conversation items, which are the items of the agent session with the same id"))
 )]
