@@ -434,7 +434,10 @@ export interface components {
             created_at: string;
             /** @description The item id, unique within its thread. */
             id: string;
-            /** @description When given, the thread the item is written to. */
+            /**
+             * @description A string or null; stored and returned as given, even when it names another thread
+             *     than the path's (the item is filed under the path's thread).
+             */
             thread_id?: string | null;
             /** @description The item type (a non-empty string). */
             type: string;
@@ -510,10 +513,8 @@ export interface components {
         ItemsResponse: {
             items: Record<string, never>[];
         };
-        /** @enum {string} */
-        ListOrder: "asc" | "desc";
         /**
-         * @description The direction of a page.
+         * @description The `order` of every HTTP list.
          * @enum {string}
          */
         PageOrder: "asc" | "desc";
@@ -967,7 +968,7 @@ export interface operations {
                 /** @description The `chat_id` of the last chat of the previous page. */
                 after?: string;
                 /** @description `desc` (default: most recently updated first) or `asc`. */
-                order?: components["schemas"]["ListOrder"];
+                order?: "asc" | "desc";
                 /** @description Include soft-deleted chats. */
                 include_inactive?: boolean;
             };
@@ -1841,7 +1842,7 @@ export interface operations {
                     "application/json": components["schemas"]["ChatKitThreadItem"];
                 };
             };
-            /** @description Not a JSON object, a missing or malformed `id`, `type` or `created_at`, or a `thread_id` other than the path's */
+            /** @description Not a JSON object, a missing or malformed `id`, `type` or `created_at`, or a `thread_id` that is not a string or null */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1967,7 +1968,7 @@ export interface operations {
                     "application/json": components["schemas"]["ChatKitThreadItem"];
                 };
             };
-            /** @description Not a JSON object, a missing or malformed `id`, `type` or `created_at`, or an `id` or `thread_id` other than the path's */
+            /** @description Not a JSON object, a missing or malformed `id`, `type` or `created_at`, a `thread_id` that is not a string or null, or an `id` other than the path's */
             400: {
                 headers: {
                     [name: string]: unknown;
