@@ -11,6 +11,7 @@ pub mod metrics;
 mod openapi;
 pub mod responder;
 mod routes;
+mod serve;
 pub mod settings;
 pub mod signed_urls;
 mod sse;

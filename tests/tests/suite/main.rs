@@ -12,6 +12,7 @@ mod chatkit_protocol;
 mod chatkit_store;
 mod chatkit_stream;
 mod chats;
+mod connections;
 mod depth;
 mod errors;
 mod migrations;
