@@ -9,6 +9,14 @@ use futures::StreamExt as _;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+/// One event of a `text/event-stream` answer, as the OpenAPI document describes it.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // documentation only: events are written by `frame`
+pub(crate) struct ServerSentEvent {
+    /// A JSON object on one line; its `type` names the event.
+    data: String,
+}
+
 /// Frames waiting to be sent before a producer waits for its client.
 const BUFFERED_FRAMES: usize = 16;
 

@@ -79,6 +79,13 @@ async fn openapi_documents_every_route_and_docs_page_is_served(backend: Backend)
             assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path}");
         }
         assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+        let mut references = Vec::new();
+        collect_references(&doc, &mut references);
+        assert!(!references.is_empty());
+        for reference in references {
+            let target = reference.strip_prefix('#').and_then(|pointer| doc.pointer(pointer));
+            assert!(target.is_some(), "dangling reference {reference}");
+        }
 
         let page = app.client.get(app.url("/docs/")).send().await.unwrap();
         assert_eq!(page.status(), 200);
@@ -90,6 +97,26 @@ async fn openapi_documents_every_route_and_docs_page_is_served(backend: Backend)
         assert_eq!(asset.status(), 200);
     })
     .await;
+}
+
+/// Every `$ref` in `value`.
+fn collect_references(value: &serde_json::Value, references: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(object) => {
+            for (key, value) in object {
+                match value {
+                    serde_json::Value::String(target) if key == "$ref" => {
+                        references.push(target.clone());
+                    }
+                    _ => collect_references(value, references),
+                }
+            }
+        }
+        serde_json::Value::Array(values) => {
+            values.iter().for_each(|value| collect_references(value, references));
+        }
+        _ => {}
+    }
 }
 
 async fn unknown_routes_and_methods_answer_error_json(backend: Backend) {
