@@ -17,7 +17,7 @@ CONFIG = Path(__file__).with_name("schemathesis.toml")
 RUN_TIMEOUT_SECS = 600
 
 
-def test_schemathesis_finds_no_failure(server) -> None:
+def test_schemathesis_finds_no_failure(server, tmp_path: Path) -> None:
     st = Path(sys.executable).with_name("st")
     assert st.is_file(), f"schemathesis is not installed beside {sys.executable}"
     done = subprocess.run(
@@ -34,6 +34,8 @@ def test_schemathesis_finds_no_failure(server) -> None:
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT_SECS,
+        # schemathesis keeps a cache in its working directory: not in the repository.
+        cwd=tmp_path,
     )
     report = done.stdout[-20000:] + done.stderr[-4000:]
     assert done.returncode == 0, f"schemathesis failed on {server.backend}:\n{report}"

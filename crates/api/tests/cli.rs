@@ -28,6 +28,16 @@ fn http_get(address: &str, path: &str) -> String {
     response
 }
 
+/// The `host:port` that a starting `chatstore serve` prints on its first line.
+fn listening_address(child: &mut std::process::Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("a line");
+    line.trim()
+        .strip_prefix("chatstore listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned()
+}
+
 fn wait_for_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
     let started = Instant::now();
     loop {
@@ -51,13 +61,7 @@ fn serve_prints_its_address_answers_and_stops_cleanly_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start chatstore serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("a line");
-    let address = line
-        .trim()
-        .strip_prefix("chatstore listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_owned();
+    let address = listening_address(&mut child);
 
     let health = http_get(&address, "/healthz");
     assert!(health.starts_with("HTTP/1.0 200") || health.starts_with("HTTP/1.1 200"), "{health}");
@@ -141,13 +145,7 @@ fn logs_of_a_short_run(name: &str, env: &[(&str, &str)]) -> String {
         command.env(key, value);
     }
     let mut child = command.spawn().expect("start chatstore serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("a line");
-    let address = line
-        .trim()
-        .strip_prefix("chatstore listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_owned();
+    let address = listening_address(&mut child);
     assert!(http_get(&address, "/healthz").contains("200"));
     assert!(http_get(&address, "/no-such-route").contains("404"));
     let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
