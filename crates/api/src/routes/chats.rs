@@ -100,10 +100,13 @@ pub(crate) struct UpdateChat {
     #[schema(value_type = Option<String>, max_length = 255, pattern = "^[^\\u0000]*$")]
     title: Option<Option<String>>,
     /// Replaces every conversation item, atomically (JSON objects, each nesting at most 127
-    /// arrays and objects).
-    #[schema(value_type = Option<Vec<Object>>)]
+    /// arrays and objects). Not `null`: that would say nothing.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Vec<Object>)]
     conversation: Option<Vec<Box<RawValue>>>,
-    /// `true` restores a soft-deleted chat.
+    /// `true` restores a soft-deleted chat. Not `null`: that would say nothing.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = bool)]
     is_active: Option<bool>,
 }
 
