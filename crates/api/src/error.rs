@@ -34,6 +34,9 @@ pub enum ApiError {
     /// The database (or another dependency) cannot be reached right now; the client may retry.
     #[error("the service is temporarily unavailable; retry shortly")]
     Unavailable(#[source] anyhow::Error),
+    /// The server is serving as many connections as it is configured to; the client may retry.
+    #[error("the server has too many open connections; retry shortly")]
+    TooManyConnections,
     /// The model behind the responder failed (or refused): to the client, like any other
     /// dependency that is unavailable, so it may retry.
     #[error("{}", model_failure_message(.0))]
@@ -66,7 +69,9 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unavailable(_) | Self::ModelFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::ModelFailed(_) | Self::TooManyConnections => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -96,7 +101,7 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
-            Self::Unavailable(_) | Self::ModelFailed(_) => "unavailable",
+            Self::Unavailable(_) | Self::ModelFailed(_) | Self::TooManyConnections => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -129,7 +134,7 @@ impl IntoResponse for ApiError {
             Self::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Self::Unavailable(_) | Self::ModelFailed(_) => {
+            Self::Unavailable(_) | Self::ModelFailed(_) | Self::TooManyConnections => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
             }
             _ => {}

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod metrics;
 mod openapi;
 mod routes;
+mod serve;
 pub mod settings;
 pub mod signed_urls;
 mod sse;

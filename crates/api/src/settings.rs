@@ -94,6 +94,12 @@ pub struct ServerSettings {
     pub stalled_read_timeout_secs: u64,
     /// How long shutdown waits for in-flight requests before giving up.
     pub shutdown_timeout_secs: u64,
+    /// How long a request's headers may take to arrive, from its first byte.
+    pub header_read_timeout_secs: u64,
+    /// How long a connection with no request in flight stays open.
+    pub idle_timeout_secs: u64,
+    /// Connections served at once; more are answered `503`.
+    pub max_connections: usize,
     /// The URL clients reach the server at; `None`: `http://` and the request's Host.
     pub public_url: Option<String>,
 }
@@ -265,6 +271,17 @@ impl Settings {
         }
         if self.server.body_limit_bytes == 0 {
             return Err(SettingsError::Invalid("server.body_limit_bytes must be positive".into()));
+        }
+        let server = &self.server;
+        if server.header_read_timeout_secs == 0
+            || server.idle_timeout_secs == 0
+            || server.max_connections == 0
+        {
+            return Err(SettingsError::Invalid(
+                "server.header_read_timeout_secs, server.idle_timeout_secs and \
+                 server.max_connections must be positive"
+                    .into(),
+            ));
         }
         self.responder.validate().map_err(SettingsError::Invalid)?;
         self.database.validate().map_err(SettingsError::Invalid)

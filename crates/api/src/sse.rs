@@ -5,6 +5,13 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt as _;
 use serde_json::Value;
+/// One event of a `text/event-stream` answer, as the OpenAPI document describes it.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // documentation only: events are written by `frame`
+pub(crate) struct ServerSentEvent {
+    /// A JSON object on one line; its `type` names the event.
+    data: String,
+}
 
 /// One frame.
 pub(crate) fn frame(event: &Value) -> Bytes {

@@ -26,6 +26,7 @@ use crate::metrics::{self, Metrics};
 use crate::openapi;
 use crate::responder::{self, Responder};
 use crate::routes;
+use crate::serve::{self, ConnectionLimits};
 use crate::settings::{IdempotencySettings, Settings};
 use crate::signed_urls::UrlSigner;
 use crate::state::AppState;
@@ -42,6 +43,7 @@ pub struct Application {
     router: Router,
     db: Db,
     shutdown_timeout: Duration,
+    limits: ConnectionLimits,
     idempotency: IdempotencySettings,
 }
 
@@ -72,6 +74,7 @@ impl Application {
             .with_context(|| format!("cannot listen on {address}"))?
             .tap_io(tune_connection as fn(&mut TcpStream));
         let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_secs);
+        let limits = ConnectionLimits::from_settings(&settings.server);
         let idempotency = settings.idempotency.clone();
         let urls =
             UrlSigner::new(settings.attachments.url_signing_secret(), settings.auth.secret());
@@ -87,7 +90,7 @@ impl Application {
             verifier,
             metrics: Arc::new(Metrics::default()),
         };
-        Ok(Self { listener, router: router(state), db, shutdown_timeout, idempotency })
+        Ok(Self { listener, router: router(state), db, shutdown_timeout, limits, idempotency })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -109,7 +112,7 @@ impl Application {
     ) -> anyhow::Result<()> {
         let pruner = tokio::spawn(prune_idempotency_keys(self.db.clone(), self.idempotency));
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+        let server = serve::serve(self.listener, self.router, self.limits, async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stopping_tx.send(());
@@ -124,7 +127,7 @@ impl Application {
             }
         };
         tokio::select! {
-            result = server => result.context("the server failed")?,
+            () = server => {}
             () = deadline => tracing::warn!(?timeout, "shutdown timed out; dropping open connections"),
         }
         pruner.abort();

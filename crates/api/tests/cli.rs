@@ -28,6 +28,16 @@ fn http_get(address: &str, path: &str) -> String {
     response
 }
 
+/// The `host:port` that a starting `chatstore serve` prints on its first line.
+fn listening_address(child: &mut std::process::Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("a line");
+    line.trim()
+        .strip_prefix("chatstore listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned()
+}
+
 fn wait_for_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
     let started = Instant::now();
     loop {
@@ -51,13 +61,7 @@ fn serve_prints_its_address_answers_and_stops_cleanly_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start chatstore serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("a line");
-    let address = line
-        .trim()
-        .strip_prefix("chatstore listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_owned();
+    let address = listening_address(&mut child);
 
     let health = http_get(&address, "/healthz");
     assert!(health.starts_with("HTTP/1.0 200") || health.starts_with("HTTP/1.1 200"), "{health}");
@@ -119,4 +123,66 @@ fn production_refuses_to_start_with_the_development_secret() {
     assert!(!exit.success());
     assert!(stderr.contains("development JWT secret"), "{stderr}");
     assert!(!path.exists(), "nothing was started, not even the database");
+}
+
+/// Runs `chatstore serve` with `env` and its standard error piped (not a terminal), makes it
+/// log a few requests, stops it, and returns what it wrote there.
+fn logs_of_a_short_run(name: &str, env: &[(&str, &str)]) -> String {
+    let (url, path) = temp_sqlite_url(name);
+    let mut command = Command::new(BINARY);
+    command
+        .arg("serve")
+        .env("DATABASE_URL", &url)
+        .env("PORT", "0")
+        .env("APP__SERVER__HOST", "127.0.0.1")
+        // Debug: every request is logged, with its span's fields.
+        .env("APP__LOG__LEVEL", "debug,sqlx=warn,sea_orm=warn,hyper=info")
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("start chatstore serve");
+    let address = listening_address(&mut child);
+    assert!(http_get(&address, "/healthz").contains("200"));
+    assert!(http_get(&address, "/no-such-route").contains("404"));
+    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    let exit = wait_for_exit(&mut child, Duration::from_secs(15));
+    assert!(exit.success(), "SIGTERM is a clean shutdown: {exit:?}");
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    assert!(stderr.lines().count() >= 3, "the run logged its requests and its shutdown: {stderr}");
+    stderr
+}
+
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let logs = logs_of_a_short_run("plain", &[("APP_ENV", "development")]);
+    assert!(!logs.contains('\u{1b}'), "escape codes in logs written to a pipe: {logs:?}");
+    assert!(logs.contains("shutting down"), "{logs}");
+}
+
+#[test]
+fn production_logs_are_json_lines() {
+    let logs = logs_of_a_short_run(
+        "json",
+        &[
+            ("APP_ENV", "production"),
+            ("APP__AUTH__JWT_SECRET", "cli-test-secret-cli-test-secret-cli"),
+            ("APP__DATABASE__MIGRATE_ON_START", "true"),
+        ],
+    );
+    assert!(!logs.contains('\u{1b}'), "escape codes in logs written to a pipe: {logs:?}");
+    for line in logs.lines() {
+        let record: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|err| panic!("not a JSON line ({err}): {line:?}"));
+        assert!(record["level"].is_string() && record["timestamp"].is_string(), "{line}");
+    }
+    assert!(logs.contains("\"message\":\"shutting down"), "{logs}");
 }

@@ -288,6 +288,9 @@ async fn malformed_chat_requests_are_rejected(backend: Backend) {
             r#"{"is_active":"yes"}"#,
             r#"{"conversation":[null]}"#,
             r#"{"chat_id":"other"}"#,
+            // A null that would say nothing is refused like an empty update.
+            r#"{"is_active":null}"#,
+            r#"{"conversation":null}"#,
         ] {
             app.send(reqwest::Method::PUT, "/chats/c", "alice", Some(body))
                 .await

@@ -14,6 +14,8 @@ mod chatkit_steps;
 mod chatkit_store;
 mod chatkit_stream;
 mod chats;
+mod connections;
+mod depth;
 mod errors;
 mod logs;
 mod migrations;

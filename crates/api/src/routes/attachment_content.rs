@@ -122,7 +122,8 @@ pub(crate) async fn upload_content(
     params(("attachment_id" = String, Path, description = "The attachment id"), SignedQuery),
     security(("bearer" = []), ()),
     responses(
-        (status = 200, description = "The bytes", content_type = "application/octet-stream"),
+        (status = 200, description = "The bytes, with the Content-Type the attachment was declared with",
+            content_type = "*/*"),
         (status = 401, description = "No valid token or signed URL", body = ErrorBody),
         (status = 404, description = "Nothing uploaded for this attachment and user", body = ErrorBody),
     ))]

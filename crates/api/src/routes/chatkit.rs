@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chatkit_server::{Answer, AttachmentUrls, ChatKitRequest, ChatKitServer, Limits};
 use futures::StreamExt as _;
+use serde::Deserialize;
+use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{AuthUser, Json};
@@ -19,6 +21,7 @@ use crate::state::AppState;
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(chatkit_request),
+    components(schemas(ChatKitRequestBody)),
     tags((name = "chatkit", description = "The ChatKit protocol, as `chatkit.server.ChatKitServer.process()` answers it"))
 )]
 pub(crate) struct Doc;
@@ -39,6 +42,58 @@ fn request_origin(headers: &HeaderMap) -> String {
     format!("{scheme}://{host}")
 }
 
+/// A ChatKit request, as chatkit-python's `ChatKitReq` models it. What `params` holds depends
+/// on `type` (chatkit-python's `*Params` models); a request without what its type needs, or
+/// naming an id this user does not have, is a 400 or a 404.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)] // documents the body, which `ChatKitRequest::parse` reads
+pub(crate) struct ChatKitRequestBody {
+    #[serde(rename = "type")]
+    #[schema(inline)]
+    kind: ChatKitRequestType,
+    /// The request's parameters.
+    #[schema(value_type = Option<Object>)]
+    params: (),
+    /// Free-form metadata, passed on as chatkit-python does.
+    #[schema(value_type = Option<Object>)]
+    metadata: (),
+}
+
+/// The requests this server answers (`input.transcribe` and `threads.sync_custom_action` are
+/// a 400: no handler is configured for them).
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)] // documentation only
+pub(crate) enum ChatKitRequestType {
+    #[serde(rename = "threads.get_by_id")]
+    ThreadsGetById,
+    #[serde(rename = "threads.list")]
+    ThreadsList,
+    #[serde(rename = "items.list")]
+    ItemsList,
+    #[serde(rename = "threads.update")]
+    ThreadsUpdate,
+    #[serde(rename = "threads.delete")]
+    ThreadsDelete,
+    #[serde(rename = "items.feedback")]
+    ItemsFeedback,
+    #[serde(rename = "attachments.create")]
+    AttachmentsCreate,
+    #[serde(rename = "attachments.delete")]
+    AttachmentsDelete,
+    #[serde(rename = "threads.create")]
+    ThreadsCreate,
+    #[serde(rename = "threads.add_user_message")]
+    ThreadsAddUserMessage,
+    #[serde(rename = "threads.add_client_tool_output")]
+    ThreadsAddClientToolOutput,
+    #[serde(rename = "threads.add_structured_input")]
+    ThreadsAddStructuredInput,
+    #[serde(rename = "threads.retry_after_item")]
+    ThreadsRetryAfterItem,
+    #[serde(rename = "threads.custom_action")]
+    ThreadsCustomAction,
+}
+
 pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/chatkit", post(chatkit_request))
 }
@@ -52,11 +107,12 @@ pub(crate) fn router() -> Router<AppState> {
 /// `input.transcribe` and `threads.sync_custom_action` answer 400 while no handler is
 /// configured.
 #[utoipa::path(post, path = "/chatkit", tag = "chatkit",
-    request_body(content = Object, description = "A ChatKit request"),
+    request_body(content = ChatKitRequestBody, description = "A ChatKit request; JSON nesting at most \
+        127 arrays and objects deep"),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The SDK's JSON answer (wire form), or its event stream",
-            content((Object = "application/json"), (String = "text/event-stream"))),
+            content((Object = "application/json"), (crate::sse::ServerSentEvent = "text/event-stream"))),
         (status = 400, description = "Unknown or malformed request, or one this server cannot answer", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 404, description = "The thread does not exist for this user", body = ErrorBody),

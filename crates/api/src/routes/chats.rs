@@ -78,27 +78,35 @@ pub(crate) struct ChatCount {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateChat {
-    /// Up to 255 characters.
+    /// Up to 255 characters, without NUL.
+    #[schema(max_length = 255, pattern = "^[^\\u0000]*$")]
     title: Option<String>,
-    /// The first conversation items (JSON objects).
+    /// The first conversation items (JSON objects, each nesting at most 127 arrays and
+    /// objects).
     #[schema(value_type = Option<Vec<Object>>)]
     conversation: Option<Vec<Box<RawValue>>>,
-    /// Chosen by the server (a UUID) when absent.
-    #[schema(value_type = Option<String>)]
+    /// Chosen by the server (a UUID) when absent. 1 to 255 bytes of UTF-8, without NUL.
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 255, pattern = "^[^\\u0000]*$")]
     chat_id: Option<Id>,
 }
 
+/// At least one field: an update without one is a 400.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub(crate) struct UpdateChat {
-    /// A new title, or `null` to remove it.
+    /// A new title (up to 255 characters, without NUL), or `null` to remove it.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 255, pattern = "^[^\\u0000]*$")]
     title: Option<Option<String>>,
-    /// Replaces every conversation item, atomically.
-    #[schema(value_type = Option<Vec<Object>>)]
+    /// Replaces every conversation item, atomically (JSON objects, each nesting at most 127
+    /// arrays and objects). Not `null`: that would say nothing.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Vec<Object>)]
     conversation: Option<Vec<Box<RawValue>>>,
-    /// `true` restores a soft-deleted chat.
+    /// `true` restores a soft-deleted chat. Not `null`: that would say nothing.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = bool)]
     is_active: Option<bool>,
 }
 
@@ -113,9 +121,11 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
     /// 1 to 100; default 20.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
-    /// The `chat_id` of the last chat of the previous page.
-    #[param(value_type = Option<String>)]
+    /// The `chat_id` of the last chat of the previous page. One that names no chat of this
+    /// user (in this listing) is a 400.
+    #[param(value_type = Option<String>, min_length = 1, max_length = 255, pattern = "^[^\\u0000]*$")]
     after: Option<Id>,
     /// `desc` (default: most recently updated first) or `asc`.
     #[param(inline)]

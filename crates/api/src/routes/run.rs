@@ -37,11 +37,12 @@ pub(crate) fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RunRequest {
-    /// What the user says.
+    /// What the user says: not only white space.
+    #[schema(min_length = 1, pattern = "\\S")]
     input: String,
     /// The session whose memory the turn uses and extends (created if absent); without it, a
-    /// new session.
-    #[schema(value_type = Option<String>)]
+    /// new session. 1 to 255 bytes of UTF-8, without NUL.
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 255, pattern = "^[^\\u0000]*$")]
     session_id: Option<Id>,
     /// `true` (the default): Server-Sent Events as the answer is written; `false`: one JSON
     /// answer at the end.
@@ -74,7 +75,7 @@ pub(crate) struct RunResult {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The finished turn, or its event stream",
-            content((RunResult = "application/json"), (String = "text/event-stream"))),
+            content((RunResult = "application/json"), (crate::sse::ServerSentEvent = "text/event-stream"))),
         (status = 400, description = "Bad request", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 503, description = "The model failed (`unavailable`, with `Retry-After`); nothing was stored", body = ErrorBody),

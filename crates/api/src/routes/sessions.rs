@@ -45,7 +45,8 @@ pub(crate) fn router() -> Router<AppState> {
 #[into_params(parameter_in = Query)]
 pub(crate) struct ItemsQuery {
     /// Return only the latest `limit` items (still oldest first); `0` returns none. Without
-    /// it, every item.
+    /// it, every item. A negative limit is a 400.
+    #[param(minimum = 0)]
     limit: Option<i64>,
 }
 
@@ -60,7 +61,8 @@ pub(crate) struct ItemsResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AddItemsRequest {
-    /// Responses API input items (any JSON objects), appended in this order.
+    /// Responses API input items (any JSON objects, each nesting at most 127 arrays and
+    /// objects), appended in this order.
     #[schema(value_type = Vec<Object>)]
     items: Vec<Box<RawValue>>,
 }
@@ -110,8 +112,10 @@ pub(crate) async fn get_items(
 /// `add_items(items)`: appends the batch atomically and contiguously; creates the session.
 #[utoipa::path(post, path = "/sessions/{session_id}/items", tag = "sessions",
     params(("session_id" = String, Path, description = "The session (chat) id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key \
-            (1 to 255 characters) adds nothing and answers the same. The key is bound to the \
+        ("Idempotency-Key" = Option<String>, Header, nullable = false,
+            pattern = "^[!-~]([\t -~]{0,253}[!-~])?$",
+            description = "A retry with the same key \
+            (1 to 255 visible ASCII characters; spaces inside) adds nothing and answers the same. The key is bound to the \
             batch's exact JSON text: a retry must resend the same bytes, and the same key with \
             a different batch is a 409.")),
     request_body = AddItemsRequest,

@@ -85,7 +85,7 @@ pub(crate) fn router() -> Router<AppState> {
 // ---------------------------------------------------------------------------------------------
 
 /// ChatKit `ThreadMetadata` in stored form. Any other fields are kept; an `items` key (a
-/// whole `Thread`) is accepted and dropped.
+/// whole `Thread`) is accepted and dropped. Nests at most 127 arrays and objects.
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)] // documents the JSON text that is stored as is
 #[schema(example = json!({"title": null, "id": "thr_1a2b3c4d", "created_at": "2025-10-06T12:00:00.123456",
@@ -97,20 +97,22 @@ pub(crate) struct ChatKitThread {
     created_at: String,
     /// A string or null.
     title: Option<String>,
-    /// `{"type": "active" | "locked" | "closed", "reason"?: str}`; not interpreted.
-    #[schema(value_type = Option<Object>)]
-    status: Option<()>,
-    #[schema(value_type = Option<Vec<String>>)]
-    allowed_image_domains: Option<()>,
-    /// Server-private metadata; not interpreted.
-    #[schema(value_type = Option<Object>)]
-    metadata: Option<()>,
+    /// ChatKit sends `{"type": "active" | "locked" | "closed", "reason"?: str}`; stored as
+    /// sent, not interpreted, so any JSON value is accepted.
+    #[schema(value_type = Value, required = false)]
+    status: (),
+    /// ChatKit sends a list of strings or null; stored as sent, not interpreted.
+    #[schema(value_type = Value, required = false)]
+    allowed_image_domains: (),
+    /// Server-private metadata; stored as sent, not interpreted.
+    #[schema(value_type = Value, required = false)]
+    metadata: (),
 }
 
 /// A ChatKit `ThreadItem` in stored form (`user_message`, `assistant_message`,
 /// `client_tool_call`, `widget`, `generated_image`, `structured_input`, `workflow`, `task`,
 /// `hidden_context_item`, `sdk_hidden_context`, `end_of_turn`, or any newer type). Every
-/// field besides those below is stored as sent, unread.
+/// field besides those below is stored as sent, unread. Nests at most 127 arrays and objects.
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)] // documents the JSON text that is stored as is
 #[schema(example = json!({"id": "msg_99990000", "thread_id": "thr_1a2b3c4d",
@@ -128,7 +130,8 @@ pub(crate) struct ChatKitThreadItem {
     kind: String,
 }
 
-/// A ChatKit `Attachment` (`FileAttachment` or `ImageAttachment`) in stored form.
+/// A ChatKit `Attachment` (`FileAttachment` or `ImageAttachment`) in stored form. Nests at
+/// most 127 arrays and objects.
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)] // documents the JSON text that is stored as is
 #[schema(example = json!({"id": "atc_0a1b2c3d", "name": "notes.txt", "mime_type": "text/plain",
