@@ -44,9 +44,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => {
             telemetry::init(&settings.log);
             let application = Application::build(settings).await?;
-            // Scripts wait for this line to know where the server is.
-            println!("chatstore listening on http://{}", application.local_addr());
-            application.run_until_stopped().await
+            let address = application.local_addr();
+            let serving = application.run_until_stopped();
+            // Scripts wait for this line to know where the server is, and may stop the server
+            // as soon as they see it: the signals are caught by now.
+            println!("chatstore listening on http://{address}");
+            serving.await
         }
         Command::Token { user } => {
             let token = auth::mint_token(&settings.auth, &user).context("cannot make a token")?;

@@ -99,9 +99,10 @@ impl Application {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    /// Serves until SIGTERM or SIGINT, then finishes in-flight requests.
-    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.run_until(shutdown_signal()).await
+    /// Serves until SIGTERM or SIGINT, then finishes in-flight requests. The signals are
+    /// caught from this call on, before the returned future is first polled.
+    pub fn run_until_stopped(self) -> impl Future<Output = anyhow::Result<()>> {
+        self.run_until(shutdown_signal())
     }
 
     /// Serves until `shutdown` completes, then stops accepting connections and waits (up to the
@@ -205,26 +206,35 @@ async fn close_after_refused_body(request: Request<axum::body::Body>, next: Next
     response
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Registers for SIGTERM and SIGINT at once, and completes on the first of them. Registering
+/// before the server says where it listens makes a signal sent as soon as it is up a clean
+/// shutdown, not the default kill; a lazily polled `ctrl_c()` left that window open.
+fn shutdown_signal() -> impl Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        let terminate = signal(SignalKind::terminate()).ok();
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        let received = |signal: Option<Signal>| async move {
+            match signal {
+                Some(mut signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        async move {
+            tokio::select! {
+                () = received(terminate) => {},
+                () = received(interrupt) => {},
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
     }
 }
 
