@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use repositories::{Id, Order};
+use repositories::{Id, MAX_JSON_NESTING, Order, nests_too_deep};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -61,8 +61,15 @@ struct Envelope {
 
 impl ChatKitRequest {
     /// Parses a request body; anything that is not a request this engine knows, with params
-    /// of the right shape, is [`ChatKitError::Invalid`].
+    /// of the right shape, is [`ChatKitError::Invalid`], and so is one nested deeper than
+    /// stored JSON may be: parts of it are kept as raw text or skipped unread, where
+    /// serde_json's own depth limit does not apply.
     pub fn parse(body: &[u8]) -> ChatKitResult<Self> {
+        if nests_too_deep(body) {
+            return Err(ChatKitError::invalid(format!(
+                "the request nests more than {MAX_JSON_NESTING} arrays and objects"
+            )));
+        }
         let Envelope { kind, params } = serde_json::from_slice(body)
             .map_err(|err| ChatKitError::invalid(format!("not a ChatKit request: {err}")))?;
         // The type first, so that serde reads the params straight into their variant's type.
