@@ -336,7 +336,10 @@ export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
         AddItemsRequest: {
-            /** @description Responses API input items (any JSON objects), appended in this order. */
+            /**
+             * @description Responses API input items (any JSON objects, each nesting at most 127 arrays and
+             *     objects), appended in this order.
+             */
             items: Record<string, never>[];
         };
         AddItemsResponse: {
@@ -367,7 +370,8 @@ export interface components {
             count: number;
         };
         /**
-         * @description A ChatKit `Attachment` (`FileAttachment` or `ImageAttachment`) in stored form.
+         * @description A ChatKit `Attachment` (`FileAttachment` or `ImageAttachment`) in stored form. Nests at
+         *     most 127 arrays and objects.
          * @example {
          *       "id": "atc_0a1b2c3d",
          *       "metadata": {
@@ -391,8 +395,25 @@ export interface components {
             type: string;
         };
         /**
+         * @description A ChatKit request, as chatkit-python's `ChatKitReq` models it. What `params` holds depends
+         *     on `type` (chatkit-python's `*Params` models); a request without what its type needs, or
+         *     naming an id this user does not have, is a 400 or a 404.
+         */
+        ChatKitRequestBody: {
+            /** @description Free-form metadata, passed on as chatkit-python does. */
+            metadata?: Record<string, never> | null;
+            /** @description The request's parameters. */
+            params?: Record<string, never> | null;
+            /**
+             * @description The requests this server answers (`input.transcribe` and `threads.sync_custom_action` are
+             *     a 400: no handler is configured for them).
+             * @enum {string}
+             */
+            type: "threads.get_by_id" | "threads.list" | "items.list" | "threads.update" | "threads.delete" | "items.feedback" | "attachments.create" | "attachments.delete" | "threads.create" | "threads.add_user_message" | "threads.add_client_tool_output" | "threads.add_structured_input" | "threads.retry_after_item" | "threads.custom_action";
+        };
+        /**
          * @description ChatKit `ThreadMetadata` in stored form. Any other fields are kept; an `items` key (a
-         *     whole `Thread`) is accepted and dropped.
+         *     whole `Thread`) is accepted and dropped. Nests at most 127 arrays and objects.
          * @example {
          *       "allowed_image_domains": null,
          *       "created_at": "2025-10-06T12:00:00.123456",
@@ -405,15 +426,19 @@ export interface components {
          *     }
          */
         ChatKitThread: {
-            allowed_image_domains?: string[] | null;
+            /** @description ChatKit sends a list of strings or null; stored as sent, not interpreted. */
+            allowed_image_domains?: unknown;
             /** @description ISO 8601, naive or with an offset; returned exactly as sent. */
             created_at: string;
             /** @description The thread id; must equal the path's `thread_id`. */
             id: string;
-            /** @description Server-private metadata; not interpreted. */
-            metadata?: Record<string, never> | null;
-            /** @description `{"type": "active" | "locked" | "closed", "reason"?: str}`; not interpreted. */
-            status?: Record<string, never> | null;
+            /** @description Server-private metadata; stored as sent, not interpreted. */
+            metadata?: unknown;
+            /**
+             * @description ChatKit sends `{"type": "active" | "locked" | "closed", "reason"?: str}`; stored as
+             *     sent, not interpreted, so any JSON value is accepted.
+             */
+            status?: unknown;
             /** @description A string or null. */
             title?: string | null;
         };
@@ -421,7 +446,7 @@ export interface components {
          * @description A ChatKit `ThreadItem` in stored form (`user_message`, `assistant_message`,
          *     `client_tool_call`, `widget`, `generated_image`, `structured_input`, `workflow`, `task`,
          *     `hidden_context_item`, `sdk_hidden_context`, `end_of_turn`, or any newer type). Every
-         *     field besides those below is stored as sent, unread.
+         *     field besides those below is stored as sent, unread. Nests at most 127 arrays and objects.
          * @example {
          *       "created_at": "2025-10-06T12:00:00.123456",
          *       "id": "msg_99990000",
@@ -478,11 +503,14 @@ export interface components {
             user_id: string;
         };
         CreateChat: {
-            /** @description Chosen by the server (a UUID) when absent. */
+            /** @description Chosen by the server (a UUID) when absent. 1 to 255 bytes of UTF-8, without NUL. */
             chat_id?: string | null;
-            /** @description The first conversation items (JSON objects). */
+            /**
+             * @description The first conversation items (JSON objects, each nesting at most 127 arrays and
+             *     objects).
+             */
             conversation?: Record<string, never>[] | null;
-            /** @description Up to 255 characters. */
+            /** @description Up to 255 characters, without NUL. */
             title?: string | null;
         };
         /** @description The body of every error response. */
@@ -523,11 +551,11 @@ export interface components {
             item?: Record<string, never> | null;
         };
         RunRequest: {
-            /** @description What the user says. */
+            /** @description What the user says: not only white space. */
             input: string;
             /**
              * @description The session whose memory the turn uses and extends (created if absent); without it, a
-             *     new session.
+             *     new session. 1 to 255 bytes of UTF-8, without NUL.
              */
             session_id?: string | null;
             /**
@@ -547,16 +575,25 @@ export interface components {
             output: string;
             session_id: string;
         };
+        /** @description One event of a `text/event-stream` answer, as the OpenAPI document describes it. */
+        ServerSentEvent: {
+            /** @description A JSON object on one line; its `type` names the event. */
+            data: string;
+        };
         Status: {
             /** @description `ok` (the process is up) or `ready` (the database answers). */
             status: string;
         };
+        /** @description At least one field: an update without one is a 400. */
         UpdateChat: {
-            /** @description Replaces every conversation item, atomically. */
-            conversation?: Record<string, never>[] | null;
-            /** @description `true` restores a soft-deleted chat. */
-            is_active?: boolean | null;
-            /** @description A new title, or `null` to remove it. */
+            /**
+             * @description Replaces every conversation item, atomically (JSON objects, each nesting at most 127
+             *     arrays and objects). Not `null`: that would say nothing.
+             */
+            conversation?: Record<string, never>[];
+            /** @description `true` restores a soft-deleted chat. Not `null`: that would say nothing. */
+            is_active?: boolean;
+            /** @description A new title (up to 255 characters, without NUL), or `null` to remove it. */
             title?: string | null;
         };
     };
@@ -573,7 +610,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The attachment id */
+                /** @description The attachment id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 attachment_id: string;
             };
             cookie?: never;
@@ -616,6 +653,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     put_attachment: {
@@ -623,7 +669,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The attachment id (1 to 255 bytes) */
+                /** @description The attachment id (1 to 255 bytes) (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 attachment_id: string;
             };
             cookie?: never;
@@ -679,6 +725,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     delete_attachment: {
@@ -686,7 +741,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The attachment id */
+                /** @description The attachment id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 attachment_id: string;
             };
             cookie?: never;
@@ -718,6 +773,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     download_content: {
@@ -732,20 +796,29 @@ export interface operations {
             };
             header?: never;
             path: {
-                /** @description The attachment id */
+                /** @description The attachment id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 attachment_id: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description The bytes */
+            /** @description The bytes, with the Content-Type the attachment was declared with */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/octet-stream": unknown;
+                    "*/*": unknown;
+                };
+            };
+            /** @description Malformed request: a bad id, query parameter, header or body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description No valid token or signed URL */
@@ -759,6 +832,15 @@ export interface operations {
             };
             /** @description Nothing uploaded for this attachment and user */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -780,7 +862,7 @@ export interface operations {
             };
             header?: never;
             path: {
-                /** @description The attachment id */
+                /** @description The attachment id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 attachment_id: string;
             };
             cookie?: never;
@@ -798,6 +880,15 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description Malformed request: a bad id, query parameter, header or body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
             };
             /** @description No valid token or signed URL */
             401: {
@@ -835,6 +926,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     run: {
@@ -857,7 +957,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["RunResult"];
-                    "text/event-stream": string;
+                    "text/event-stream": components["schemas"]["ServerSentEvent"];
                 };
             };
             /** @description Bad request */
@@ -871,6 +971,24 @@ export interface operations {
             };
             /** @description Missing or invalid token */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than `server.body_limit_bytes` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not sent as `Content-Type: application/json` */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -896,10 +1014,10 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description A ChatKit request */
+        /** @description A ChatKit request; JSON nesting at most 127 arrays and objects deep */
         requestBody: {
             content: {
-                "application/json": Record<string, never>;
+                "application/json": components["schemas"]["ChatKitRequestBody"];
             };
         };
         responses: {
@@ -910,7 +1028,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": Record<string, never>;
-                    "text/event-stream": string;
+                    "text/event-stream": components["schemas"]["ServerSentEvent"];
                 };
             };
             /** @description Unknown or malformed request, or one this server cannot answer */
@@ -958,6 +1076,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     list_chats: {
@@ -965,7 +1092,10 @@ export interface operations {
             query?: {
                 /** @description 1 to 100; default 20. */
                 limit?: number;
-                /** @description The `chat_id` of the last chat of the previous page. */
+                /**
+                 * @description The `chat_id` of the last chat of the previous page. One that names no chat of this
+                 *     user (in this listing) is a 400.
+                 */
                 after?: string;
                 /** @description `desc` (default: most recently updated first) or `asc`. */
                 order?: "asc" | "desc";
@@ -998,6 +1128,15 @@ export interface operations {
             };
             /** @description Missing or invalid token */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1056,6 +1195,33 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The body is larger than `server.body_limit_bytes` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not sent as `Content-Type: application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     count_chats: {
@@ -1079,8 +1245,26 @@ export interface operations {
                     "application/json": components["schemas"]["ChatCount"];
                 };
             };
+            /** @description Malformed request: a bad id, query parameter, header or body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Missing or invalid token */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1095,7 +1279,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The chat id */
+                /** @description The chat id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 chat_id: string;
             };
             cookie?: never;
@@ -1109,6 +1293,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Chat"];
+                };
+            };
+            /** @description Malformed request: a bad id, query parameter, header or body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing or invalid token */
@@ -1129,6 +1322,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     update_chat: {
@@ -1136,7 +1338,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The chat id */
+                /** @description The chat id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 chat_id: string;
             };
             cookie?: never;
@@ -1183,6 +1385,33 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The body is larger than `server.body_limit_bytes` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not sent as `Content-Type: application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     delete_chat: {
@@ -1193,7 +1422,7 @@ export interface operations {
             };
             header?: never;
             path: {
-                /** @description The chat id */
+                /** @description The chat id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 chat_id: string;
             };
             cookie?: never;
@@ -1207,6 +1436,15 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description Malformed request: a bad id, query parameter, header or body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Missing or invalid token */
             401: {
                 headers: {
@@ -1218,6 +1456,15 @@ export interface operations {
             };
             /** @description No such chat for this user */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1245,6 +1492,15 @@ export interface operations {
                     "application/json": components["schemas"]["Status"];
                 };
             };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     metrics: {
@@ -1256,13 +1512,22 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Prometheus text format */
+            /** @description OpenMetrics text format (which Prometheus reads) */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/plain": unknown;
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8": unknown;
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -1301,13 +1566,13 @@ export interface operations {
             query?: {
                 /**
                  * @description Return only the latest `limit` items (still oldest first); `0` returns none. Without
-                 *     it, every item.
+                 *     it, every item. A negative limit is a 400.
                  */
                 limit?: number;
             };
             header?: never;
             path: {
-                /** @description Any non-empty UTF-8 string up to 255 bytes, percent-encoded */
+                /** @description Any non-empty UTF-8 string up to 255 bytes, percent-encoded (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 session_id: string;
             };
             cookie?: never;
@@ -1341,17 +1606,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     add_items: {
         parameters: {
             query?: never;
             header?: {
-                /** @description A retry with the same key (1 to 255 characters) adds nothing and answers the same. The key is bound to the batch's exact JSON text: a retry must resend the same bytes, and the same key with a different batch is a 409. */
-                "Idempotency-Key"?: string | null;
+                /** @description A retry with the same key (1 to 255 visible ASCII characters; spaces inside) adds nothing and answers the same. The key is bound to the batch's exact JSON text: a retry must resend the same bytes, and the same key with a different batch is a 409. */
+                "Idempotency-Key"?: string;
             };
             path: {
-                /** @description The session (chat) id */
+                /** @description The session (chat) id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 session_id: string;
             };
             cookie?: never;
@@ -1416,6 +1690,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     clear_session: {
@@ -1423,7 +1706,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The session (chat) id */
+                /** @description The session (chat) id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 session_id: string;
             };
             cookie?: never;
@@ -1455,6 +1738,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     pop_item: {
@@ -1462,7 +1754,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The session (chat) id */
+                /** @description The session (chat) id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 session_id: string;
             };
             cookie?: never;
@@ -1489,6 +1781,15 @@ export interface operations {
             };
             /** @description Missing or invalid token */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1544,6 +1845,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     get_thread: {
@@ -1551,7 +1861,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The thread id */
+                /** @description The thread id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 thread_id: string;
             };
             cookie?: never;
@@ -1594,6 +1904,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     put_thread: {
@@ -1601,7 +1920,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The thread id (1 to 255 bytes) */
+                /** @description The thread id (1 to 255 bytes) (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 thread_id: string;
             };
             cookie?: never;
@@ -1657,6 +1976,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     delete_thread: {
@@ -1664,7 +1992,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The thread id */
+                /** @description The thread id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 thread_id: string;
             };
             cookie?: never;
@@ -1696,6 +2024,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     list_feedback: {
@@ -1703,7 +2040,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The thread id */
+                /** @description The thread id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 thread_id: string;
             };
             cookie?: never;
@@ -1746,6 +2083,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     list_items: {
@@ -1763,7 +2109,7 @@ export interface operations {
             };
             header?: never;
             path: {
-                /** @description The thread id */
+                /** @description The thread id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 thread_id: string;
             };
             cookie?: never;
@@ -1806,6 +2152,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     add_item: {
@@ -1813,7 +2168,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The thread id */
+                /** @description The thread id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 thread_id: string;
             };
             cookie?: never;
@@ -1887,6 +2242,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     get_item: {
@@ -1894,9 +2258,9 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The thread id */
+                /** @description The thread id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 thread_id: string;
-                /** @description The item id */
+                /** @description The item id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 item_id: string;
             };
             cookie?: never;
@@ -1939,6 +2303,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     put_item: {
@@ -1946,9 +2319,9 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The thread id */
+                /** @description The thread id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 thread_id: string;
-                /** @description The item id (1 to 255 bytes) */
+                /** @description The item id (1 to 255 bytes) (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 item_id: string;
             };
             cookie?: never;
@@ -2013,6 +2386,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     delete_item: {
@@ -2020,9 +2402,9 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The thread id */
+                /** @description The thread id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 thread_id: string;
-                /** @description The item id */
+                /** @description The item id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 item_id: string;
             };
             cookie?: never;
@@ -2047,6 +2429,15 @@ export interface operations {
             };
             /** @description Missing or invalid token */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
