@@ -165,21 +165,26 @@ async fn chat_paging_depth(
 ) -> anyhow::Result<()> {
     compare_paths(backend, args, args.requests / 4, report, async |app| {
         for n in 0..10_000 {
-            app.db.chats().create("bench", &format!("chat-{n:05}"), None, &[]).await?;
+            let chat_id = format!("chat-{n:05}");
+            let (metadata, tags) = Default::default();
+            app.db.chats().create("bench", &chat_id, None, &[], metadata, tags).await?;
         }
         // Also other users' chats, so the table is not one user's alone.
         for n in 0..10_000 {
-            app.db
-                .chats()
-                .create(&format!("other-{}", n % 50), &format!("chat-{n:05}"), None, &[])
-                .await?;
+            let (user, chat_id) = (format!("other-{}", n % 50), format!("chat-{n:05}"));
+            let (metadata, tags) = Default::default();
+            app.db.chats().create(&user, &chat_id, None, &[], metadata, tags).await?;
         }
         // Walk to page 100 once to learn its cursor.
         let mut after = String::new();
         for _ in 0..99 {
             let cursor = (!after.is_empty()).then_some(after.as_str());
-            let page =
-                app.db.chats().list("bench", false, cursor, repositories::Order::Desc, 100).await?;
+            let active = repositories::ChatFilter::default();
+            let page = app
+                .db
+                .chats()
+                .list("bench", &active, cursor, repositories::Order::Desc, 100)
+                .await?;
             after = page.after.context("fewer than 100 pages")?;
         }
         Ok(("/chats?limit=100".to_owned(), format!("/chats?limit=100&after={after}")))
