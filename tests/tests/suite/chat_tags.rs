@@ -283,7 +283,32 @@ async fn bad_metadata_and_tags_are_400_and_change_nothing(backend: Backend) {
     .await;
 }
 
+async fn openapi_documents_metadata_tags_and_the_tag_filter(backend: Backend) {
+    with_app(backend, async |app| {
+        let doc = Answer::read(app.client.get(app.url("/openapi.json")).send().await.unwrap())
+            .await
+            .json();
+        let schemas = &doc["components"]["schemas"];
+        for schema in ["ChatSummary", "CreateChat", "UpdateChat"] {
+            let properties = &schemas[schema]["properties"];
+            assert_eq!(properties["metadata"]["type"], "object", "{schema}");
+            assert_eq!(properties["tags"]["items"]["type"], "string", "{schema}");
+        }
+        for schema in ["CreateChat", "UpdateChat"] {
+            let tags = &schemas[schema]["properties"]["tags"];
+            assert_eq!(tags["maxItems"], 32, "{schema}: {tags}");
+            assert!(tags["description"].as_str().unwrap().contains("64 characters"), "{tags}");
+        }
+        let list = doc["paths"]["/chats"]["get"]["parameters"].as_array().unwrap();
+        let tag = list.iter().find(|parameter| parameter["name"] == "tag").expect("tag");
+        assert_eq!((&tag["in"], &tag["explode"]), (&json!("query"), &json!(true)), "{tag}");
+        assert_eq!(tag["schema"]["items"]["type"], "string", "{tag}");
+    })
+    .await;
+}
+
 dual_backend_tests!(
+    openapi_documents_metadata_tags_and_the_tag_filter,
     metadata_and_tags_round_trip,
     lists_filter_by_every_given_tag,
     tag_filtered_paging_never_skips_or_repeats,

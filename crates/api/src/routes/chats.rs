@@ -95,12 +95,12 @@ pub(crate) struct CreateChat {
     /// A JSON object of at most 16 KiB (16,384 bytes of JSON text), stored and returned as
     /// the exact text sent. Not `null`: send `{}` for none.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Object>, nullable = false)]
     metadata: Option<Box<RawValue>>,
     /// Up to 32 distinct tags of 1 to 64 characters (Unicode scalar values) each, compared
     /// exactly (case-sensitive). A tag given twice counts once and is kept once.
     #[serde(default, deserialize_with = "present")]
-    #[schema(max_items = 32)]
+    #[schema(max_items = 32, nullable = false)]
     tags: Option<Vec<String>>,
 }
 
@@ -119,11 +119,12 @@ pub(crate) struct UpdateChat {
     /// Replaces the metadata: a JSON object of at most 16 KiB, stored as the exact text sent
     /// (`{}` clears it; `null` is refused).
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Object>, nullable = false)]
     metadata: Option<Box<RawValue>>,
-    /// Replaces the whole set of tags (`[]` removes them all); the same rules as on create.
+    /// Replaces the whole set of tags (`[]` removes them all): up to 32 distinct tags of 1 to
+    /// 64 characters (Unicode scalar values) each; a tag given twice is kept once.
     #[serde(default, deserialize_with = "present")]
-    #[schema(max_items = 32)]
+    #[schema(max_items = 32, nullable = false)]
     tags: Option<Vec<String>>,
 }
 
