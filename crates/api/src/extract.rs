@@ -21,6 +21,12 @@ pub struct Json<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct Query<T>(pub T);
 
+/// `axum_extra::extract::Query`, which also reads a parameter given more than once
+/// (`?tag=a&tag=b`) into a list, with bad query strings answered as `400` error JSON.
+#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
+#[from_request(via(axum_extra::extract::Query), rejection(ApiError))]
+pub struct RepeatedQuery<T>(pub T);
+
 /// `axum::extract::Path`, with undecodable segments answered as `400` error JSON. Ids in a
 /// path are extracted as [`repositories::Id`], so a bad one is a `400` before the handler runs.
 #[derive(Debug, Clone, Copy, Default, FromRequestParts)]
@@ -65,6 +71,12 @@ impl From<BytesRejection> for ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
+        Self::InvalidRequest(format!("bad query string: {}", rejection.body_text()))
+    }
+}
+
+impl From<axum_extra::extract::QueryRejection> for ApiError {
+    fn from(rejection: axum_extra::extract::QueryRejection) -> Self {
         Self::InvalidRequest(format!("bad query string: {}", rejection.body_text()))
     }
 }

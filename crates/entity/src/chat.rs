@@ -15,6 +15,12 @@ pub struct Model {
     pub item_count: i64,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// The JSON object text the client sent, exactly; `{}` when none was given.
+    #[sea_orm(column_type = "Text")]
+    pub metadata: String,
+    /// The tags as a JSON array of strings; `chat_tags` holds the same set, for filtering.
+    #[sea_orm(column_type = "Text")]
+    pub tags: String,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -4,6 +4,7 @@
 //! migrated schema of both databases, read and write every one of them.
 
 pub mod chat;
+pub mod chat_tag;
 pub mod chatkit_attachment;
 pub mod chatkit_attachment_content;
 pub mod chatkit_item;

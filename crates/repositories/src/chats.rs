@@ -1,15 +1,16 @@
 //! Chats: conversations with a title and an active flag, whose items are the agent session
 //! of the same id (see `sessions`).
 
-use entity::{chat, conversation_item};
-use sea_orm::sea_query::Expr;
+use entity::{chat, chat_tag, conversation_item};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, IntoIden, Query};
 use sea_orm::{
     AccessMode, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
     IsolationLevel, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Statement,
     TransactionTrait,
 };
 
-use crate::page::{Order, Page, finish_page, keyset_query};
+use crate::chat_fields::{Metadata, Tags};
+use crate::page::{KeysetCursor, Order, Page, cursor_alias, finish_page, keyset_query};
 use crate::sessions::{chat_insert, insert_items, now};
 use crate::{Db, RepoError, RepoResult};
 
@@ -28,6 +29,18 @@ pub struct ChatChanges<'a> {
     /// Replaces every item.
     pub items: Option<Vec<&'a str>>,
     pub is_active: Option<bool>,
+    pub metadata: Option<Metadata>,
+    /// Replaces the set of tags.
+    pub tags: Option<Tags>,
+}
+
+/// Which of a user's chats a list shows.
+#[derive(Debug, Clone, Default)]
+pub struct ChatFilter {
+    /// Soft-deleted chats too.
+    pub include_inactive: bool,
+    /// Only chats carrying every one of these tags.
+    pub tags: Tags,
 }
 
 /// The chat operations of one database.
@@ -46,19 +59,43 @@ fn key(user: &str, chat_id: &str) -> (String, String) {
     (user.to_owned(), chat_id.to_owned())
 }
 
-fn visible(user: &str, include_inactive: bool) -> sea_orm::Condition {
-    let mut condition = sea_orm::Condition::all().add(chat::Column::UserId.eq(user));
-    if !include_inactive {
+fn visible(user: &str, filter: &ChatFilter) -> Condition {
+    let mut condition = Condition::all().add(chat::Column::UserId.eq(user));
+    if !filter.include_inactive {
         condition = condition.add(chat::Column::IsActive.eq(true));
     }
-    condition
+    condition.add(carries(&chat::Entity, &filter.tags))
+}
+
+/// The chats row known as `chats` carries every one of `tags`: a primary-key lookup in
+/// `chat_tags` per tag.
+fn carries<T: IntoIden + Clone>(chats: &T, tags: &Tags) -> Condition {
+    let mut all = Condition::all();
+    for tag in tags.as_slice() {
+        let lookup = Query::select()
+            .expr(Expr::val(1))
+            .from(chat_tag::Entity)
+            .and_where(
+                Expr::col((chat_tag::Entity, chat_tag::Column::UserId))
+                    .equals((chats.clone(), chat::Column::UserId)),
+            )
+            .and_where(
+                Expr::col((chat_tag::Entity, chat_tag::Column::ChatId))
+                    .equals((chats.clone(), chat::Column::ChatId)),
+            )
+            .and_where(Expr::col((chat_tag::Entity, chat_tag::Column::Tag)).eq(tag.as_str()))
+            .to_owned();
+        all = all.add(Expr::exists(lookup));
+    }
+    all
 }
 
 /// A page of chats by `(updated_at, chat_id)`, after the chat `after` (exclusive), which must
-/// be an element of this list (no inactive chat in the active list).
+/// be an element of this list (no inactive chat in the active list, no chat without the
+/// tags in a list of tagged chats).
 fn list_query(
     user: &str,
-    include_inactive: bool,
+    filter: &ChatFilter,
     after: Option<&str>,
     order: Order,
     limit: u64,
@@ -66,13 +103,13 @@ fn list_query(
     let cursor = after.map(|after| {
         let mut cursor =
             vec![(chat::Column::UserId, user.into()), (chat::Column::ChatId, after.into())];
-        if !include_inactive {
+        if !filter.include_inactive {
             cursor.push((chat::Column::IsActive, true.into()));
         }
-        cursor
+        KeysetCursor::new(cursor).and(carries(&cursor_alias(), &filter.tags))
     });
     keyset_query(
-        chat::Entity::find().filter(visible(user, include_inactive)),
+        chat::Entity::find().filter(visible(user, filter)),
         [chat::Column::UpdatedAt, chat::Column::ChatId],
         cursor,
         order,
@@ -82,16 +119,31 @@ fn list_query(
 
 /// The read statements of this module, for checking their query plans.
 pub(crate) fn read_statements(backend: DbBackend) -> Vec<(&'static str, Statement)> {
+    let active = ChatFilter::default();
+    let all = ChatFilter { include_inactive: true, ..ChatFilter::default() };
+    let tagged = |tags: &[&str]| ChatFilter {
+        include_inactive: false,
+        tags: Tags::parse(tags.iter().map(|tag| (*tag).to_owned()).collect())
+            .expect("sample tags are valid"),
+    };
     let count = chat::Entity::find()
-        .filter(visible("u1", false))
+        .filter(visible("u1", &active))
         .select_only()
         .column_as(chat::Column::ChatId.count(), "count");
     vec![
-        ("chats first page", list_query("u1", false, None, Order::Desc, 20).build(backend)),
-        ("chats later page", list_query("u1", false, Some("c1"), Order::Desc, 20).build(backend)),
+        ("chats first page", list_query("u1", &active, None, Order::Desc, 20).build(backend)),
+        ("chats later page", list_query("u1", &active, Some("c1"), Order::Desc, 20).build(backend)),
         (
             "chats later page, inactive too",
-            list_query("u1", true, Some("c1"), Order::Asc, 20).build(backend),
+            list_query("u1", &all, Some("c1"), Order::Asc, 20).build(backend),
+        ),
+        (
+            "chats with a tag, first page",
+            list_query("u1", &tagged(&["t1"]), None, Order::Desc, 20).build(backend),
+        ),
+        (
+            "chats with two tags, later page",
+            list_query("u1", &tagged(&["t1", "t2"]), Some("c1"), Order::Desc, 20).build(backend),
         ),
         ("chats count", count.build(backend)),
     ]
@@ -105,13 +157,15 @@ impl Chats<'_> {
         chat_id: &str,
         title: Option<String>,
         items: &[&str],
+        metadata: Metadata,
+        tags: Tags,
     ) -> RepoResult<ChatWithItems> {
         let now = now();
         let count =
             i64::try_from(items.len()).map_err(|_| RepoError::Invalid("too many items".into()))?;
         let _writer = self.db.write_guard().await;
         let txn = self.db.connection().begin().await?;
-        let insert = chat_insert(user, chat_id, title.clone(), count, now)?
+        let insert = chat_insert(user, chat_id, title.clone(), count, now, &metadata, &tags)?
             .on_conflict(
                 sea_orm::sea_query::OnConflict::columns([
                     chat::Column::UserId,
@@ -125,6 +179,7 @@ impl Chats<'_> {
             return Err(RepoError::Conflict(format!("a chat with id {chat_id:?} already exists")));
         }
         insert_items(&txn, user, chat_id, 1, items, now).await?;
+        replace_tags(&txn, user, chat_id, &tags).await?;
         txn.commit().await?;
         Ok(ChatWithItems {
             chat: chat::Model {
@@ -135,6 +190,8 @@ impl Chats<'_> {
                 item_count: count,
                 created_at: now,
                 updated_at: now,
+                metadata: metadata.as_str().to_owned(),
+                tags: tags.to_json(),
             },
             items: items.iter().map(|item| (*item).to_owned()).collect(),
         })
@@ -179,17 +236,15 @@ impl Chats<'_> {
     pub async fn list(
         &self,
         user: &str,
-        include_inactive: bool,
+        filter: &ChatFilter,
         after: Option<&str>,
         order: Order,
         limit: u64,
     ) -> RepoResult<Page<chat::Model>> {
-        let rows = list_query(user, include_inactive, after, order, limit)
-            .all(self.db.connection())
-            .await?;
+        let rows = list_query(user, filter, after, order, limit).all(self.db.connection()).await?;
         let cursor_exists = async || {
             let cursor = chat::Entity::find_by_id(key(user, after.unwrap_or_default()))
-                .filter(visible(user, include_inactive))
+                .filter(visible(user, filter))
                 .one(self.db.connection())
                 .await?;
             Ok(cursor.is_some())
@@ -200,8 +255,9 @@ impl Chats<'_> {
 
     /// How many chats the user has (active ones only unless `include_inactive`).
     pub async fn count(&self, user: &str, include_inactive: bool) -> RepoResult<u64> {
+        let filter = ChatFilter { include_inactive, ..ChatFilter::default() };
         let count: Option<i64> = chat::Entity::find()
-            .filter(visible(user, include_inactive))
+            .filter(visible(user, &filter))
             .select_only()
             .column_as(chat::Column::ChatId.count(), "count")
             .into_tuple()
@@ -236,6 +292,13 @@ impl Chats<'_> {
         if let Some(is_active) = changes.is_active {
             update = update.col_expr(chat::Column::IsActive, Expr::value(is_active));
         }
+        if let Some(metadata) = &changes.metadata {
+            update = update.col_expr(chat::Column::Metadata, Expr::value(metadata.as_str()));
+        }
+        if let Some(tags) = &changes.tags {
+            replace_tags(&txn, user, chat_id, tags).await?;
+            update = update.col_expr(chat::Column::Tags, Expr::value(tags.to_json()));
+        }
         if let Some(items) = &changes.items {
             conversation_item::Entity::delete_many()
                 .filter(conversation_item::Column::UserId.eq(user))
@@ -268,7 +331,7 @@ impl Chats<'_> {
         Ok(())
     }
 
-    /// Deletes the chat with every item and idempotency key; its id can be used again.
+    /// Deletes the chat with every item, tag and idempotency key; its id can be used again.
     pub async fn hard_delete(&self, user: &str, chat_id: &str) -> RepoResult<()> {
         let _writer = self.db.write_guard().await;
         let deleted =
@@ -278,4 +341,29 @@ impl Chats<'_> {
         }
         Ok(())
     }
+}
+
+/// Makes `tags` the whole set of `chat_tags` rows of the chat, inside the caller's
+/// transaction (which also writes the chat's `tags` column).
+async fn replace_tags(
+    txn: &DatabaseTransaction,
+    user: &str,
+    chat_id: &str,
+    tags: &Tags,
+) -> RepoResult<()> {
+    chat_tag::Entity::delete_many()
+        .filter(chat_tag::Column::UserId.eq(user))
+        .filter(chat_tag::Column::ChatId.eq(chat_id))
+        .exec(txn)
+        .await?;
+    if tags.is_empty() {
+        return Ok(());
+    }
+    let rows = tags.as_slice().iter().map(|tag| chat_tag::ActiveModel {
+        user_id: sea_orm::Set(user.to_owned()),
+        chat_id: sea_orm::Set(chat_id.to_owned()),
+        tag: sea_orm::Set(tag.clone()),
+    });
+    chat_tag::Entity::insert_many(rows).exec_without_returning(txn).await?;
+    Ok(())
 }

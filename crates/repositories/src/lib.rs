@@ -4,6 +4,7 @@
 //! details (connection options, how writers are serialised), the repositories own the queries.
 
 mod attachment_contents;
+mod chat_fields;
 pub mod chatkit;
 mod chats;
 mod db;
@@ -17,7 +18,8 @@ mod plans;
 mod sessions;
 
 pub use attachment_contents::{AttachmentContents, Content};
-pub use chats::{ChatChanges, ChatWithItems, Chats};
+pub use chat_fields::{MAX_METADATA_BYTES, MAX_TAG_CHARS, MAX_TAGS, Metadata, Tags};
+pub use chats::{ChatChanges, ChatFilter, ChatWithItems, Chats};
 pub use db::{Backend, DatabaseSettings, Db, SqliteSync};
 pub use error::{RepoError, RepoResult};
 pub use feedback::Feedback;

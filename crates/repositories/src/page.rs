@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Alias, Condition, Expr, ExprTrait, Query};
 use sea_orm::{EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select};
 
 use crate::{RepoError, RepoResult};
@@ -74,8 +74,34 @@ impl<T> Page<T> {
 }
 
 /// The name the cursor's row goes by in a keyset page's key subquery.
-fn cursor_alias() -> Alias {
+pub(crate) fn cursor_alias() -> Alias {
     Alias::new("cursor")
+}
+
+/// The row a keyset page starts after: named by its column values, and, when the list is
+/// narrower than equal columns can say (chats with given tags), also passing `condition`,
+/// which refers to the row as [`cursor_alias`].
+pub(crate) struct KeysetCursor<E: EntityTrait> {
+    columns: Vec<(E::Column, sea_orm::Value)>,
+    condition: Condition,
+}
+
+impl<E: EntityTrait> KeysetCursor<E> {
+    pub(crate) fn new(columns: Vec<(E::Column, sea_orm::Value)>) -> Self {
+        Self { columns, condition: Condition::all() }
+    }
+
+    /// The cursor's row must also pass `condition`, written against [`cursor_alias`].
+    pub(crate) fn and(mut self, condition: Condition) -> Self {
+        self.condition = self.condition.add(condition);
+        self
+    }
+}
+
+impl<E: EntityTrait> From<Vec<(E::Column, sea_orm::Value)>> for KeysetCursor<E> {
+    fn from(columns: Vec<(E::Column, sea_orm::Value)>) -> Self {
+        Self::new(columns)
+    }
 }
 
 /// A keyset page query, the one shape of every list (chats, ChatKit threads and items):
@@ -86,7 +112,7 @@ fn cursor_alias() -> Alias {
 pub(crate) fn keyset_query<E: EntityTrait>(
     mut query: Select<E>,
     key: [E::Column; 2],
-    cursor: Option<Vec<(E::Column, sea_orm::Value)>>,
+    cursor: Option<impl Into<KeysetCursor<E>>>,
     order: Order,
     rows: u64,
 ) -> Select<E> {
@@ -101,16 +127,18 @@ pub(crate) fn keyset_query<E: EntityTrait>(
 /// `order`; no row when it names none. The cursor's key is a subquery of the same statement.
 pub(crate) fn keyset_after<E: EntityTrait>(
     key: [E::Column; 2],
-    cursor: Vec<(E::Column, sea_orm::Value)>,
+    cursor: impl Into<KeysetCursor<E>>,
     order: Order,
 ) -> Expr {
+    let cursor = cursor.into();
     let position = Expr::tuple(key.map(|column| Expr::col((E::default(), column))));
     let mut select = Query::select();
     select.columns(key.map(|column| (cursor_alias(), column)));
     select.from_as(E::default(), cursor_alias());
-    for (column, value) in cursor {
+    for (column, value) in cursor.columns {
         select.and_where(Expr::col((cursor_alias(), column)).eq(value));
     }
+    select.cond_where(cursor.condition);
     let bound = Expr::SubQuery(None, Box::new(select.into()));
     match order {
         Order::Asc => position.gt(bound),

@@ -17,6 +17,7 @@ use sea_orm::{
     TransactionTrait,
 };
 
+use crate::chat_fields::{Metadata, Tags};
 use crate::db::Held;
 use crate::db::sqlx_error;
 use crate::held::HeldConnections;
@@ -180,6 +181,8 @@ pub(crate) fn chat_insert(
     title: Option<String>,
     item_count: i64,
     now: DateTime<Utc>,
+    metadata: &Metadata,
+    tags: &Tags,
 ) -> RepoResult<InsertStatement> {
     Ok(Query::insert()
         .into_table(chat::Entity)
@@ -191,6 +194,8 @@ pub(crate) fn chat_insert(
             chat::Column::ItemCount,
             chat::Column::CreatedAt,
             chat::Column::UpdatedAt,
+            chat::Column::Metadata,
+            chat::Column::Tags,
         ])
         .values([
             user.into(),
@@ -200,6 +205,8 @@ pub(crate) fn chat_insert(
             item_count.into(),
             now.into(),
             now.into(),
+            metadata.as_str().into(),
+            tags.to_json().into(),
         ])
         .map_err(|err| RepoError::Invalid(err.to_string()))?
         .to_owned())

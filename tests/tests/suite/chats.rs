@@ -124,7 +124,8 @@ async fn a_chat_lives_through_its_whole_life_cycle(backend: Backend) {
 async fn paging_is_stable_when_updated_at_ties(backend: Backend) {
     with_app(backend, async |app| {
         for n in 0..250 {
-            app.db.chats().create("alice", &format!("chat-{n:03}"), None, &[]).await.unwrap();
+            let (chat_id, (metadata, tags)) = (format!("chat-{n:03}"), Default::default());
+            app.db.chats().create("alice", &chat_id, None, &[], metadata, tags).await.unwrap();
         }
         let tie = chrono::Utc::now() - chrono::Duration::hours(1);
         entity::chat::Entity::update_many()

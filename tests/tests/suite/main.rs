@@ -7,6 +7,7 @@ mod agent_session;
 mod attachment_content;
 mod auth;
 mod chat_run;
+mod chat_tags;
 mod chatkit_engine;
 mod chatkit_openai;
 mod chatkit_protocol;

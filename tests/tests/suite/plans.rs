@@ -2,6 +2,7 @@
 
 use chatstore_tests::{Backend, TestApp, dual_backend_tests, with_app};
 use entity::{chatkit_item, chatkit_thread};
+use repositories::{ChatChanges, Tags};
 use sea_orm::{ConnectionTrait, EntityTrait};
 
 /// Rows spread over users, sessions, chats and threads: enough that a full scan would be a
@@ -16,6 +17,17 @@ async fn seed(app: &TestApp) {
                 .add_items(&format!("u{user}"), &format!("s{session}"), &batch, None)
                 .await
                 .unwrap();
+        }
+    }
+
+    // Tags on a third of the chats (t1), and a second tag on a third of those (t2).
+    for user in 0..10 {
+        for session in (0..100).step_by(3) {
+            let tags = if session % 9 == 0 { vec!["t1", "t2"] } else { vec!["t1"] };
+            let tags = Tags::parse(tags.into_iter().map(str::to_owned).collect()).unwrap();
+            let changes = ChatChanges { tags: Some(tags), ..ChatChanges::default() };
+            let (user, chat) = (format!("u{user}"), format!("s{session}"));
+            app.db.chats().update(&user, &chat, changes).await.unwrap();
         }
     }
 

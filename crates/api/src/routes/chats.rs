@@ -7,13 +7,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, SecondsFormat, Utc};
-use repositories::{ChatChanges, ChatWithItems, Id};
+use repositories::{ChatChanges, ChatFilter, ChatWithItems, Id, Metadata, Tags};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{AuthUser, Json, Path, Query};
+use crate::extract::{AuthUser, Json, Path, Query, RepeatedQuery};
 use crate::routes::{PageOrder, object_items, page_limit};
 use crate::state::AppState;
 
@@ -48,6 +48,12 @@ pub(crate) struct ChatSummary {
     /// RFC 3339, UTC; lists are ordered by it, newest first.
     updated_at: String,
     item_count: i64,
+    /// The chat's metadata object, exactly as last given; `{}` when never given.
+    #[schema(value_type = Object)]
+    metadata: Box<RawValue>,
+    /// The chat's tags, in the order last given, without repeats; `[]` when none.
+    #[schema(value_type = Vec<String>)]
+    tags: Box<RawValue>,
 }
 
 /// A chat with its whole conversation.
@@ -88,6 +94,16 @@ pub(crate) struct CreateChat {
     /// Chosen by the server (a UUID) when absent. 1 to 255 bytes of UTF-8, without NUL.
     #[schema(value_type = Option<String>, min_length = 1, max_length = 255, pattern = "^[^\\u0000]*$")]
     chat_id: Option<Id>,
+    /// A JSON object of at most 16 KiB (16,384 bytes of JSON text), stored and returned as
+    /// the exact text sent. Not `null`: send `{}` for none.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>, nullable = false)]
+    metadata: Option<Box<RawValue>>,
+    /// Up to 32 distinct tags of 1 to 64 characters (Unicode scalar values) each, compared
+    /// exactly (case-sensitive). A tag given twice counts once and is kept once.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(max_items = 32, nullable = false)]
+    tags: Option<Vec<String>>,
 }
 
 /// At least one field: an update without one is a 400.
@@ -108,6 +124,16 @@ pub(crate) struct UpdateChat {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = bool)]
     is_active: Option<bool>,
+    /// Replaces the metadata: a JSON object of at most 16 KiB, stored as the exact text sent
+    /// (`{}` clears it; `null` is refused).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>, nullable = false)]
+    metadata: Option<Box<RawValue>>,
+    /// Replaces the whole set of tags (`[]` removes them all): up to 32 distinct tags of 1 to
+    /// 64 characters (Unicode scalar values) each; a tag given twice is kept once.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(max_items = 32, nullable = false)]
+    tags: Option<Vec<String>>,
 }
 
 /// Tells a field given as `null` (`Some(None)`) from a missing one (`None`).
@@ -133,6 +159,11 @@ pub(crate) struct ListQuery {
     /// Include soft-deleted chats.
     #[serde(default)]
     include_inactive: bool,
+    /// Only chats carrying this tag; repeat the parameter (`tag=a&tag=b`) for chats carrying
+    /// every one of them. Each 1 to 64 characters; at most 32.
+    #[serde(default)]
+    #[param(style = Form, explode)]
+    tag: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -155,8 +186,11 @@ fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-fn summary(chat: entity::chat::Model) -> ChatSummary {
-    ChatSummary {
+fn summary(chat: entity::chat::Model) -> ApiResult<ChatSummary> {
+    // Both columns hold JSON the server checked (or wrote) before storing it.
+    let stored_json =
+        |text: String| RawValue::from_string(text).map_err(|err| ApiError::Internal(err.into()));
+    Ok(ChatSummary {
         chat_id: chat.chat_id,
         user_id: chat.user_id,
         title: chat.title,
@@ -164,14 +198,16 @@ fn summary(chat: entity::chat::Model) -> ChatSummary {
         created_at: timestamp(chat.created_at),
         updated_at: timestamp(chat.updated_at),
         item_count: chat.item_count,
-    }
+        metadata: stored_json(chat.metadata)?,
+        tags: stored_json(chat.tags)?,
+    })
 }
 
 /// The chat as JSON, with the stored item texts spliced in as they are.
 fn chat_response(status: StatusCode, chat: ChatWithItems) -> ApiResult<Response> {
     let ChatWithItems { chat, items } = chat;
     let summary =
-        serde_json::to_string(&summary(chat)).map_err(|err| ApiError::Internal(err.into()))?;
+        serde_json::to_string(&summary(chat)?).map_err(|err| ApiError::Internal(err.into()))?;
     let mut body =
         String::with_capacity(summary.len() + items.iter().map(String::len).sum::<usize>() + 32);
     body.push_str(summary.strip_suffix('}').unwrap_or(&summary));
@@ -194,6 +230,14 @@ fn check_title(title: Option<&str>) -> ApiResult<()> {
     Ok(())
 }
 
+fn metadata(json: Option<Box<RawValue>>) -> ApiResult<Option<Metadata>> {
+    Ok(json.map(|json| Metadata::parse(json.get())).transpose()?)
+}
+
+fn tags(tags: Option<Vec<String>>) -> ApiResult<Option<Tags>> {
+    Ok(tags.map(Tags::parse).transpose()?)
+}
+
 /// Creates a chat, with its first conversation items.
 #[utoipa::path(post, path = "/chats", tag = "chats", request_body = CreateChat,
     security(("bearer" = [])),
@@ -211,7 +255,9 @@ pub(crate) async fn create_chat(
     let chat_id = body.chat_id.map_or_else(|| uuid::Uuid::new_v4().to_string(), Id::into_string);
     check_title(body.title.as_deref())?;
     let items = object_items("conversation", body.conversation.as_deref().unwrap_or_default())?;
-    let chat = state.db.chats().create(&user, &chat_id, body.title, &items).await?;
+    let metadata = metadata(body.metadata)?.unwrap_or_default();
+    let tags = tags(body.tags)?.unwrap_or_default();
+    let chat = state.db.chats().create(&user, &chat_id, body.title, &items, metadata, tags).await?;
     chat_response(StatusCode::CREATED, chat)
 }
 
@@ -226,17 +272,15 @@ pub(crate) async fn create_chat(
 pub(crate) async fn list_chats(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Query(query): Query<ListQuery>,
+    RepeatedQuery(query): RepeatedQuery<ListQuery>,
 ) -> ApiResult<Json<ChatPage>> {
     let limit = page_limit(query.limit)?;
     let order = query.order.unwrap_or(PageOrder::Desc).into();
-    let page = state
-        .db
-        .chats()
-        .list(&user, query.include_inactive, query.after.as_deref(), order, limit)
-        .await?;
+    let filter =
+        ChatFilter { include_inactive: query.include_inactive, tags: Tags::parse(query.tag)? };
+    let page = state.db.chats().list(&user, &filter, query.after.as_deref(), order, limit).await?;
     Ok(Json(ChatPage {
-        data: page.data.into_iter().map(summary).collect(),
+        data: page.data.into_iter().map(summary).collect::<ApiResult<_>>()?,
         has_more: page.has_more,
         after: page.after,
     }))
@@ -291,8 +335,15 @@ pub(crate) async fn update_chat(
     Path(chat_id): Path<Id>,
     Json(body): Json<UpdateChat>,
 ) -> ApiResult<Response> {
-    if body.title.is_none() && body.conversation.is_none() && body.is_active.is_none() {
-        return Err(ApiError::invalid("nothing to update: give title, conversation or is_active"));
+    if body.title.is_none()
+        && body.conversation.is_none()
+        && body.is_active.is_none()
+        && body.metadata.is_none()
+        && body.tags.is_none()
+    {
+        return Err(ApiError::invalid(
+            "nothing to update: give title, conversation, is_active, metadata or tags",
+        ));
     }
     check_title(body.title.as_ref().and_then(Option::as_deref))?;
     let items = body
@@ -300,7 +351,13 @@ pub(crate) async fn update_chat(
         .as_deref()
         .map(|items| object_items("conversation", items))
         .transpose()?;
-    let changes = ChatChanges { title: body.title, items, is_active: body.is_active };
+    let changes = ChatChanges {
+        title: body.title,
+        items,
+        is_active: body.is_active,
+        metadata: metadata(body.metadata)?,
+        tags: tags(body.tags)?,
+    };
     chat_response(StatusCode::OK, state.db.chats().update(&user, &chat_id, changes).await?)
 }
 
