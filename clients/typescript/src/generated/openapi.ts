@@ -357,6 +357,10 @@ export interface components {
             is_active: boolean;
             /** Format: int64 */
             item_count: number;
+            /** @description The chat's metadata object, exactly as last given; `{}` when never given. */
+            metadata: Record<string, never>;
+            /** @description The chat's tags, in the order last given, without repeats; `[]` when none. */
+            tags: string[];
             title?: string | null;
             /** @description RFC 3339, UTC; lists are ordered by it, newest first. */
             updated_at: string;
@@ -497,6 +501,10 @@ export interface components {
             is_active: boolean;
             /** Format: int64 */
             item_count: number;
+            /** @description The chat's metadata object, exactly as last given; `{}` when never given. */
+            metadata: Record<string, never>;
+            /** @description The chat's tags, in the order last given, without repeats; `[]` when none. */
+            tags: string[];
             title?: string | null;
             /** @description RFC 3339, UTC; lists are ordered by it, newest first. */
             updated_at: string;
@@ -510,6 +518,16 @@ export interface components {
              *     objects).
              */
             conversation?: Record<string, never>[] | null;
+            /**
+             * @description A JSON object of at most 16 KiB (16,384 bytes of JSON text), stored and returned as
+             *     the exact text sent. Not `null`: send `{}` for none.
+             */
+            metadata?: Record<string, never>;
+            /**
+             * @description Up to 32 distinct tags of 1 to 64 characters (Unicode scalar values) each, compared
+             *     exactly (case-sensitive). A tag given twice counts once and is kept once.
+             */
+            tags?: string[];
             /** @description Up to 255 characters, without NUL. */
             title?: string | null;
         };
@@ -593,6 +611,16 @@ export interface components {
             conversation?: Record<string, never>[];
             /** @description `true` restores a soft-deleted chat. Not `null`: that would say nothing. */
             is_active?: boolean;
+            /**
+             * @description Replaces the metadata: a JSON object of at most 16 KiB, stored as the exact text sent
+             *     (`{}` clears it; `null` is refused).
+             */
+            metadata?: Record<string, never>;
+            /**
+             * @description Replaces the whole set of tags (`[]` removes them all): up to 32 distinct tags of 1 to
+             *     64 characters (Unicode scalar values) each; a tag given twice is kept once.
+             */
+            tags?: string[];
             /** @description A new title (up to 255 characters, without NUL), or `null` to remove it. */
             title?: string | null;
         };
@@ -1101,6 +1129,11 @@ export interface operations {
                 order?: "asc" | "desc";
                 /** @description Include soft-deleted chats. */
                 include_inactive?: boolean;
+                /**
+                 * @description Only chats carrying this tag; repeat the parameter (`tag=a&tag=b`) for chats carrying
+                 *     every one of them. Each 1 to 64 characters; at most 32.
+                 */
+                tag?: string[];
             };
             header?: never;
             path?: never;
