@@ -272,10 +272,16 @@ impl TestApp {
         }
         .expect("the server builds");
         let address = format!("http://{}", application.local_addr());
+        let ready = application.readiness();
         let (shutdown, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(application.run_until(async move {
             let _ = stopped.await;
         }));
+        // The server answers at once but serves the API only once its database is open.
+        if ready.wait().await.is_err() {
+            let failure = server.await.map_err(anyhow::Error::from).and_then(|result| result);
+            panic!("the server did not open its database: {failure:?}");
+        }
         Self {
             address,
             db: database.connect().await,
