@@ -12,6 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
+use crate::error::is_tls_failure;
 use crate::held::{HeldConnections, IDLE_CHECK};
 use crate::{RepoError, RepoResult};
 
@@ -139,7 +140,8 @@ pub(crate) enum Held {
 
 impl Db {
     /// Opens the pool, retrying with backoff for `startup_timeout_secs`: a serverless database
-    /// may still be waking up when the server starts.
+    /// may still be waking up when the server starts. A failed TLS set-up (a wrong CA, a
+    /// certificate for another host name) is not retried: waiting cannot fix it.
     pub async fn connect(settings: &DatabaseSettings) -> RepoResult<Self> {
         let backend = settings.backend().map_err(RepoError::Invalid)?;
         let deadline =
@@ -153,6 +155,7 @@ impl Db {
             };
             match attempt.await {
                 Ok(conn) => break conn,
+                Err(err) if is_tls_failure(&err) => return Err(RepoError::Db(err)),
                 Err(err) => {
                     let err = RepoError::from(err);
                     let retryable = matches!(err, RepoError::Unavailable(_));
