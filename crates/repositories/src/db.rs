@@ -146,7 +146,7 @@ impl Db {
         let backend = settings.backend().map_err(RepoError::Invalid)?;
         let deadline =
             tokio::time::Instant::now() + Duration::from_secs(settings.startup_timeout_secs);
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = Duration::from_millis(200);
         let conn = loop {
             let attempt = async {
                 let conn = Database::connect(settings.connect_options()).await?;
@@ -159,9 +159,12 @@ impl Db {
                 Err(err) => {
                     let err = RepoError::from(err);
                     let retryable = matches!(err, RepoError::Unavailable(_));
-                    if !retryable || tokio::time::Instant::now() + delay > deadline {
+                    let now = tokio::time::Instant::now();
+                    if !retryable || now >= deadline {
                         return Err(err);
                     }
+                    // The last wait ends at the deadline, so the server gives up no sooner.
+                    let delay = backoff.min(deadline - now);
                     tracing::warn!(
                         database = %settings.redacted_url(),
                         error = %err,
@@ -169,7 +172,7 @@ impl Db {
                         "database not reachable yet"
                     );
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         };

@@ -42,7 +42,14 @@ fn sqlx_cause(err: &DbErr) -> Option<&sqlx::Error> {
 /// Whether `err` is a failed TLS set-up (an unknown CA, a certificate for another name, a
 /// server without TLS): a configuration mistake that no retry repairs.
 pub(crate) fn is_tls_failure(err: &DbErr) -> bool {
-    matches!(sqlx_cause(err), Some(sqlx::Error::Tls(_)))
+    match sqlx_cause(err) {
+        Some(sqlx::Error::Tls(_)) => true,
+        // A refused certificate surfaces from the handshake as an I/O error around rustls's.
+        Some(sqlx::Error::Io(io)) => {
+            io.get_ref().is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+        }
+        _ => false,
+    }
 }
 
 /// Whether `err` means "the database is out of reach or busy" rather than "this statement is
