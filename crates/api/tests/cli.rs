@@ -66,8 +66,12 @@ fn serve_prints_its_address_answers_and_stops_cleanly_on_sigterm() {
     let health = http_get(&address, "/healthz");
     assert!(health.starts_with("HTTP/1.0 200") || health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.ends_with("{\"status\":\"ok\"}"), "{health}");
-    // The embedded SQLite file was created and migrated on start.
-    assert!(http_get(&address, "/readyz").contains("\"ready\""));
+    // The embedded SQLite file is created and migrated just after it starts listening.
+    let started = Instant::now();
+    while !http_get(&address, "/readyz").contains("\"ready\"") {
+        assert!(started.elapsed() < Duration::from_secs(10), "never ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(path.exists());
 
     let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
