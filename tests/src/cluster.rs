@@ -155,6 +155,11 @@ impl PgCluster {
 
     /// Runs one of PostgreSQL's programs in the cluster directory, as its owner.
     fn run_pg(&self, program: &str, args: &[&str]) -> Output {
+        run(self.pg_command(program).args(args))
+    }
+
+    /// One of PostgreSQL's programs, to run in the cluster directory as its owner.
+    fn pg_command(&self, program: &str) -> Command {
         let program = self.bin.join(program);
         let mut command = if self.as_postgres {
             let mut command = Command::new("runuser");
@@ -163,25 +168,17 @@ impl PgCluster {
         } else {
             Command::new(program)
         };
-        command.args(args).current_dir(&self.root);
-        run(&mut command)
+        command.current_dir(&self.root);
+        command
     }
 }
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
         if self.data_dir().join("postmaster.pid").exists() {
-            let program = self.bin.join("pg_ctl");
-            let mut command = if self.as_postgres {
-                let mut command = Command::new("runuser");
-                command.args(["-u", "postgres", "--"]).arg(program);
-                command
-            } else {
-                Command::new(program)
-            };
-            let _ = command
+            let _ = self
+                .pg_command("pg_ctl")
                 .args(["-D", "data", "-w", "-m", "immediate", "stop"])
-                .current_dir(&self.root)
                 .output();
         }
         if let Some(parent) = self.root.parent() {

@@ -14,9 +14,10 @@ use crate::{binary, client, post_items, read_items};
 
 const PASSWORD: &str = "tls-test-password-7d2e";
 
-/// Runs `openssl` in `dir`.
-fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+/// Runs `openssl` in `dir` with `args` (words without spaces: file names in `dir`).
+fn openssl(dir: &Path, args: &str) {
+    let args: Vec<&str> = args.split_whitespace().collect();
+    let output = Command::new("openssl").args(&args).current_dir(dir).output().unwrap();
     assert!(
         output.status.success(),
         "openssl {args:?}: {}",
@@ -24,29 +25,14 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// The options of `openssl req` for a new P-256 key, unencrypted.
+const NEW_KEY: &str = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+
 /// Makes a CA (`NAME.crt`, `NAME.key`) in `dir`.
 fn make_ca(dir: &Path, name: &str) {
-    let (key, cert, subject) =
-        (format!("{name}.key"), format!("{name}.crt"), format!("/CN={name}"));
     openssl(
         dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &cert,
-            "-days",
-            "2",
-            "-subj",
-            &subject,
-        ],
+        &format!("req -x509 {NEW_KEY} -keyout {name}.key -out {name}.crt -days 2 -subj /CN={name}"),
     );
 }
 
@@ -58,43 +44,13 @@ fn make_server_certificate(dir: &Path, ca: &str) {
          keyUsage = digitalSignature\nextendedKeyUsage = serverAuth\n",
     )
     .unwrap();
+    openssl(dir, &format!("req {NEW_KEY} -keyout server.key -out server.csr -subj /CN=localhost"));
     openssl(
         dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            &format!("{ca}.crt"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-set_serial",
-            "2",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.crt",
-        ],
+        &format!(
+            "x509 -req -in server.csr -CA {ca}.crt -CAkey {ca}.key -set_serial 2 -days 2 \
+             -extfile server.ext -out server.crt"
+        ),
     );
 }
 
