@@ -64,7 +64,8 @@ macro_rules! dual_backend_tests {
     };
 }
 
-fn in_ci() -> bool {
+/// Whether this is a CI run (`CI=true`), where a missing dependency fails instead of skipping.
+pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
 }
 
