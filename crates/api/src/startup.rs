@@ -40,7 +40,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 type TunedListener = TapIo<TcpListener, fn(&mut TcpStream)>;
 
 /// A server bound to its port, ready to run. It opens its database once running, and until
-/// then answers `/healthz`, and 503 with `Retry-After` to everything else.
+/// then answers `/healthz` and the documentation, and 503 with `Retry-After` to the rest.
 #[derive(Debug)]
 pub struct Application {
     listener: TunedListener,
@@ -245,7 +245,7 @@ async fn prune_idempotency_keys(db: Db, settings: IdempotencySettings) {
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.server.body_limit_bytes;
     let api = routes::router(&state.settings)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::document()))
+        .merge(docs())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|request: Request<axum::body::Body>| async move {
             ApiError::MethodNotAllowed(format!("{} is not allowed on this route", request.method()))
@@ -256,13 +256,19 @@ pub fn router(state: AppState) -> Router {
     with_request_layers(api)
 }
 
-/// What answers until the database is open: `/healthz`, and 503 with `Retry-After` to
-/// everything else (`/readyz` included).
+/// What answers until the database is open: `/healthz` and the documentation, and 503 with
+/// `Retry-After` to everything else (`/readyz` included).
 fn starting_router() -> Router {
     let starting = Router::new()
         .route("/healthz", get(routes::health::healthz))
+        .merge(docs())
         .fallback(|| async { ApiError::Starting });
     with_request_layers(starting)
+}
+
+/// `/openapi.json` and the interactive reference at `/docs`: no database needed.
+fn docs<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    SwaggerUi::new("/docs").url("/openapi.json", openapi::document()).into()
 }
 
 /// The middleware every request goes through, whether the database is open yet or not.

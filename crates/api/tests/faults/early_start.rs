@@ -24,6 +24,11 @@ async fn started_before_its_database_it_answers_503_then_serves_without_a_restar
     assert_eq!((health.status, health.json()), (200, json!({"status": "ok"})));
     let ready = Answer::read(client.get(format!("{address}/readyz")).send().await.unwrap()).await;
     assert_unavailable(&ready);
+    // The documentation needs no database.
+    let openapi =
+        Answer::read(client.get(format!("{address}/openapi.json")).send().await.unwrap()).await;
+    assert_eq!(openapi.status, 200);
+    assert!(openapi.json()["paths"]["/healthz"].is_object(), "{}", openapi.text);
     let write = post_items(&client, &address, "early", &[json!({"n": 1})], None).await.unwrap();
     assert_unavailable(&write);
     let chats = Answer::read(
