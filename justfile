@@ -42,3 +42,16 @@ fmt:
 bench *ARGS:
     cargo build --release -p chatstore -p bench
     target/release/chatstore-bench --out BENCHMARKS.md {{ARGS}}
+
+# Fuzz every parser target for SECONDS each, one after another on one core (needs cargo-fuzz:
+# `cargo install cargo-fuzz`). Works on stable Rust (no sanitizer); crashes land in
+# fuzz/artifacts/TARGET/. `just fuzz 600 jwt` runs one target for ten minutes.
+fuzz SECONDS="30" *TARGETS="session_items chatkit_objects ids_cursors_keys jwt timestamps":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cd fuzz
+    for target in {{TARGETS}}; do
+        echo "fuzz: $target for {{SECONDS}} s"
+        cargo fuzz run --sanitizer none "$target" -- \
+            -max_total_time={{SECONDS}} -max_len=4096 -dict=tokens.dict
+    done

@@ -28,9 +28,11 @@ use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
 
+pub use cluster::{PgCluster, StopMode, free_port};
 pub use fake_model::{FakeAnswer, FakeModel, FakeRequest};
 pub use repositories::Backend;
 
+mod cluster;
 mod fake_model;
 
 const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -62,7 +64,8 @@ macro_rules! dual_backend_tests {
     };
 }
 
-fn in_ci() -> bool {
+/// Whether this is a CI run (`CI=true`), where a missing dependency fails instead of skipping.
+pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
 }
 
@@ -272,10 +275,16 @@ impl TestApp {
         }
         .expect("the server builds");
         let address = format!("http://{}", application.local_addr());
+        let ready = application.readiness();
         let (shutdown, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(application.run_until(async move {
             let _ = stopped.await;
         }));
+        // The server answers at once but serves the API only once its database is open.
+        if ready.wait().await.is_err() {
+            let failure = server.await.map_err(anyhow::Error::from).and_then(|result| result);
+            panic!("the server did not open its database: {failure:?}");
+        }
         Self {
             address,
             db: database.connect().await,
@@ -473,19 +482,32 @@ pub async fn within<T>(limit: Duration, future: impl Future<Output = T>) -> T {
 }
 
 /// A `chatstore serve` process (the real binary), for tests and benchmarks that need separate
-/// processes. Killed when dropped, if it was not stopped.
+/// processes. Killed when dropped, if it was not stopped. Its log (stderr) goes to a file, so
+/// that a busy server never blocks on a full pipe.
 #[derive(Debug)]
 pub struct ServerProcess {
     child: std::process::Child,
     /// `http://127.0.0.1:PORT`
     pub address: String,
+    log: PathBuf,
 }
 
 impl ServerProcess {
-    /// Starts `binary serve` on a free port with `APP_ENV=test` and `env`, and waits for the
-    /// line with its address.
+    /// Starts `binary serve` on a free port with `APP_ENV=test` and `env`, and waits until it
+    /// serves the whole API (its database is open).
     pub fn start(binary: &std::path::Path, database_url: &str, env: &[(&str, &str)]) -> Self {
+        let mut server = Self::spawn(binary, database_url, env);
+        server.wait_ready(Duration::from_secs(60));
+        server
+    }
+
+    /// Starts `binary serve` like [`ServerProcess::start`], but returns as soon as it prints
+    /// the line with its address: once it listens, before its database is open.
+    pub fn spawn(binary: &std::path::Path, database_url: &str, env: &[(&str, &str)]) -> Self {
         use std::io::BufRead;
+        let log = std::env::temp_dir()
+            .join(format!("chatstore-server-{}.log", uuid::Uuid::new_v4().simple()));
+        let log_file = std::fs::File::create(&log).expect("create the server's log file");
         let mut command = std::process::Command::new(binary);
         command
             .arg("serve")
@@ -493,7 +515,7 @@ impl ServerProcess {
             .env("DATABASE_URL", database_url)
             .env("PORT", "0")
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null());
+            .stderr(log_file);
         for (key, value) in env {
             command.env(key, value);
         }
@@ -502,12 +524,71 @@ impl ServerProcess {
         let mut line = String::new();
         std::io::BufReader::new(stdout).read_line(&mut line).expect("read the address line");
         let address = line.trim().strip_prefix("chatstore listening on ").unwrap_or("").to_owned();
-        assert!(!address.is_empty(), "no address line: {line:?}");
-        Self { child, address }
+        let server = Self { child, address, log };
+        assert!(!server.address.is_empty(), "no address line: {line:?}\n{}", server.log());
+        server
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// What the server logged so far (its stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `/readyz` answers 200 (the database is open), failing after `limit` or
+    /// when the process exits first.
+    pub fn wait_ready(&mut self, limit: Duration) {
+        let started = std::time::Instant::now();
+        while self.get("/readyz").0 != 200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the server exited ({status}) before it was ready:\n{}", self.log());
+            }
+            assert!(
+                started.elapsed() < limit,
+                "the server was not ready within {limit:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A plain `GET path` (no token), answered with the status (0 when the server cannot be
+    /// reached) and the body. Blocking, so that threads without a runtime can poll.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let host = self.address.trim_start_matches("http://");
+        let Ok(mut stream) = std::net::TcpStream::connect(host) else { return (0, String::new()) };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut response = String::new();
+        if write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").is_err()
+            || stream.read_to_string(&mut response).is_err()
+        {
+            return (0, String::new());
+        }
+        let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body).to_owned();
+        (status, body)
+    }
+
+    /// Waits up to `limit` for the process to exit by itself, and returns how it did.
+    pub fn wait_for_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let started = std::time::Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// SIGKILL: the process ends at once, mid-request, as in a crash.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits (up to 10 s) for a clean exit.
@@ -516,14 +597,10 @@ impl ServerProcess {
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
-        for _ in 0..200 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success(), "chatstore exited uncleanly: {status:?}");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        match self.wait_for_exit(Duration::from_secs(10)) {
+            Some(status) => assert!(status.success(), "chatstore exited uncleanly: {status:?}"),
+            None => panic!("chatstore did not stop within 10 s of SIGTERM"),
         }
-        panic!("chatstore did not stop within 10 s of SIGTERM");
     }
 }
 
@@ -531,5 +608,6 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }

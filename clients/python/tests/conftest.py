@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -185,6 +186,27 @@ class Server:
                 pytrace=False,
             )
         self.url = match.group(1).decode().rstrip("/")
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """The server listens at once but serves only once its database is open."""
+        deadline = time.monotonic() + START_TIMEOUT_SECS
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200:
+                    return
+            if self.process is not None and self.process.poll() is not None:
+                pytest.fail(
+                    "chatstore serve exited before it was ready\n" + self.log_tail(),
+                    pytrace=False,
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(
+                    f"chatstore serve was not ready within {START_TIMEOUT_SECS}s\n" + self.log_tail(),
+                    pytrace=False,
+                )
+            time.sleep(0.05)
 
     def stop(self) -> int | None:
         process = self.process

@@ -107,6 +107,21 @@ export class Server {
       clearTimeout(timer);
     }
     assert.ok(this.url, `chatstore serve did not start\n${this.logTail()}`);
+    await this.waitReady();
+  }
+
+  /** The server listens at once but serves only once its database is open. */
+  async waitReady() {
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      try {
+        if ((await fetch(`${this.url}/readyz`)).ok) return;
+      } catch {
+        // Not answering yet.
+      }
+      assert.ok(Date.now() < deadline, `chatstore serve was not ready in 60 s\n${this.logTail()}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
   }
 
   async stop() {

@@ -37,6 +37,10 @@ pub enum ApiError {
     /// The server is serving as many connections as it is configured to; the client may retry.
     #[error("the server has too many open connections; retry shortly")]
     TooManyConnections,
+    /// The server has started but has not opened its database yet (it may be waking up, or
+    /// migrations may be running); the client may retry.
+    #[error("the server is starting and its database is not ready yet; retry shortly")]
+    Starting,
     /// The model behind the responder failed (or refused): to the client, like any other
     /// dependency that is unavailable, so it may retry.
     #[error("{}", model_failure_message(.0))]
@@ -69,9 +73,10 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unavailable(_) | Self::ModelFailed(_) | Self::TooManyConnections => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Unavailable(_)
+            | Self::Starting
+            | Self::ModelFailed(_)
+            | Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -101,7 +106,10 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
-            Self::Unavailable(_) | Self::ModelFailed(_) | Self::TooManyConnections => "unavailable",
+            Self::Unavailable(_)
+            | Self::Starting
+            | Self::ModelFailed(_)
+            | Self::TooManyConnections => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -134,7 +142,10 @@ impl IntoResponse for ApiError {
             Self::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Self::Unavailable(_) | Self::ModelFailed(_) | Self::TooManyConnections => {
+            Self::Unavailable(_)
+            | Self::Starting
+            | Self::ModelFailed(_)
+            | Self::TooManyConnections => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
             }
             _ => {}

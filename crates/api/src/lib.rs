@@ -6,6 +6,13 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+/// What the API accepts from clients, parsed and checked once: the very types and functions
+/// the handlers use, public so that the fuzz targets (`fuzz/`) run them too.
+pub mod input {
+    pub use crate::routes::chats::ListQuery;
+    pub use crate::routes::sessions::{AddItemsRequest, idempotency_key};
+    pub use crate::routes::{PageOrder, object_items, page_limit};
+}
 pub mod metrics;
 mod openapi;
 mod routes;

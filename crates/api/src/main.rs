@@ -47,7 +47,8 @@ async fn main() -> anyhow::Result<()> {
             let address = application.local_addr();
             let serving = application.run_until_stopped();
             // Scripts wait for this line to know where the server is, and may stop the server
-            // as soon as they see it: the signals are caught by now.
+            // as soon as they see it: the signals are caught by now. It comes before the
+            // database is open, so they wait for /readyz to serve.
             println!("chatstore listening on http://{address}");
             serving.await
         }

@@ -11,9 +11,12 @@ use axum::extract::{DefaultBodyLimit, MatchedPath};
 use axum::http::{HeaderName, HeaderValue, Request, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::serve::{ListenerExt, TapIo};
 use repositories::Db;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tower::ServiceExt;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
@@ -36,20 +39,44 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The listener every connection is accepted through, set up by [`tune_connection`].
 type TunedListener = TapIo<TcpListener, fn(&mut TcpStream)>;
 
-/// A server that is bound to its port and connected to its database, ready to run.
+/// A server bound to its port, ready to run. It opens its database once running, and until
+/// then answers `/healthz` and the documentation, and 503 with `Retry-After` to the rest.
 #[derive(Debug)]
 pub struct Application {
     listener: TunedListener,
+    settings: Settings,
+    verifier: TokenVerifier,
+    responder: Arc<dyn Responder>,
+    limits: ConnectionLimits,
+    /// Holds the whole API once the database is open; every request looks here first.
+    serving: watch::Sender<Option<Serving>>,
+}
+
+/// The whole API over an open database, and that database (closed at shutdown).
+#[derive(Debug, Clone)]
+struct Serving {
     router: Router,
     db: Db,
-    shutdown_timeout: Duration,
-    limits: ConnectionLimits,
-    idempotency: IdempotencySettings,
+}
+
+/// Resolves when a running server has opened its database and serves the whole API.
+#[derive(Debug, Clone)]
+pub struct Readiness(watch::Receiver<Option<Serving>>);
+
+impl Readiness {
+    /// Waits until the whole API is served; an error once the server stops without getting
+    /// there (its database could not be opened, or it was stopped first).
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        match self.0.wait_for(Option::is_some).await {
+            Ok(_) => Ok(()),
+            Err(_) => anyhow::bail!("the server stopped before its database was ready"),
+        }
+    }
 }
 
 impl Application {
-    /// Connects to the database (retrying while it wakes up), migrates it when configured, and
-    /// binds the listener (port 0 picks a free one).
+    /// Checks the configuration and binds the listener (port 0 picks a free one). The
+    /// database is opened by [`Application::run_until`], so that the server answers at once.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let responder = responder::from_settings(&settings.responder)?;
         Self::build_with_responder(settings, responder).await
@@ -62,35 +89,14 @@ impl Application {
         responder: Arc<dyn Responder>,
     ) -> anyhow::Result<Self> {
         let verifier = TokenVerifier::from_settings(&settings.auth)?;
-        let db = Db::connect(&settings.database).await.with_context(|| {
-            format!("cannot connect to the database at {}", settings.database.redacted_url())
-        })?;
-        if settings.database.migrate_on_start {
-            db.migrate().await.context("cannot migrate the database")?;
-        }
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address)
             .await
             .with_context(|| format!("cannot listen on {address}"))?
             .tap_io(tune_connection as fn(&mut TcpStream));
-        let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_secs);
         let limits = ConnectionLimits::from_settings(&settings.server);
-        let idempotency = settings.idempotency.clone();
-        let urls =
-            UrlSigner::new(settings.attachments.url_signing_secret(), settings.auth.secret());
-        let full_reads = Arc::new(tokio::sync::Semaphore::new(
-            (settings.database.max_connections as usize / 4).max(1),
-        ));
-        let state = AppState {
-            responder,
-            full_reads,
-            urls,
-            db: db.clone(),
-            settings: Arc::new(settings),
-            verifier,
-            metrics: Arc::new(Metrics::default()),
-        };
-        Ok(Self { listener, router: router(state), db, shutdown_timeout, limits, idempotency })
+        let (serving, _) = watch::channel(None);
+        Ok(Self { listener, settings, verifier, responder, limits, serving })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -99,26 +105,43 @@ impl Application {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
+    /// What resolves once the database is open and the whole API is served.
+    pub fn readiness(&self) -> Readiness {
+        Readiness(self.serving.subscribe())
+    }
+
     /// Serves until SIGTERM or SIGINT, then finishes in-flight requests. The signals are
     /// caught from this call on, before the returned future is first polled.
     pub fn run_until_stopped(self) -> impl Future<Output = anyhow::Result<()>> {
         self.run_until(shutdown_signal())
     }
 
-    /// Serves until `shutdown` completes, then stops accepting connections and waits (up to the
-    /// configured timeout) for in-flight requests to finish.
+    /// Opens the database and serves until `shutdown` completes, then stops accepting
+    /// connections and waits (up to the configured timeout) for in-flight requests to finish.
+    /// Fails when the database cannot be opened within `database.startup_timeout_secs`.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let pruner = tokio::spawn(prune_idempotency_keys(self.db.clone(), self.idempotency));
+        let Self { listener, settings, verifier, responder, limits, serving } = self;
+        let timeout = Duration::from_secs(settings.server.shutdown_timeout_secs);
+        let served = serving.subscribe();
+        let opening = tokio::spawn(open_database(settings, verifier, responder, serving));
+        let stop_opening = opening.abort_handle();
+        let failed = async move {
+            match opening.await {
+                Ok(Err(err)) => err,
+                Err(err) => anyhow::Error::new(err).context("opening the database failed"),
+                // Once open, it prunes idempotency keys until it is aborted.
+                Ok(Ok(())) => std::future::pending().await,
+            }
+        };
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = serve::serve(self.listener, self.router, self.limits, async move {
+        let server = serve::serve(listener, gate(served.clone()), limits, async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stopping_tx.send(());
         });
-        let timeout = self.shutdown_timeout;
         let deadline = async move {
             if stopping_rx.await.is_ok() {
                 tokio::time::sleep(timeout).await;
@@ -127,14 +150,70 @@ impl Application {
                 std::future::pending::<()>().await;
             }
         };
-        tokio::select! {
-            () = server => {}
-            () = deadline => tracing::warn!(?timeout, "shutdown timed out; dropping open connections"),
+        let outcome = tokio::select! {
+            () = server => Ok(()),
+            () = deadline => {
+                tracing::warn!(?timeout, "shutdown timed out; dropping open connections");
+                Ok(())
+            }
+            err = failed => Err(err),
+        };
+        stop_opening.abort();
+        let db = served.borrow().as_ref().map(|serving| serving.db.clone());
+        if let Some(db) = db {
+            db.close().await;
         }
-        pruner.abort();
-        self.db.close().await;
-        Ok(())
+        outcome
     }
+}
+
+/// Opens the database (retrying while it wakes up, for `database.startup_timeout_secs`),
+/// migrates it when configured, then serves the whole API and prunes expired idempotency keys
+/// until aborted. Returns only when the database cannot be opened.
+async fn open_database(
+    settings: Settings,
+    verifier: TokenVerifier,
+    responder: Arc<dyn Responder>,
+    serving: watch::Sender<Option<Serving>>,
+) -> anyhow::Result<()> {
+    let db = Db::connect(&settings.database).await.with_context(|| {
+        format!("cannot connect to the database at {}", settings.database.redacted_url())
+    })?;
+    if settings.database.migrate_on_start {
+        db.migrate().await.context("cannot migrate the database")?;
+    }
+    let idempotency = settings.idempotency.clone();
+    let urls = UrlSigner::new(settings.attachments.url_signing_secret(), settings.auth.secret());
+    let full_reads = Arc::new(tokio::sync::Semaphore::new(
+        (settings.database.max_connections as usize / 4).max(1),
+    ));
+    let state = AppState {
+        responder,
+        full_reads,
+        urls,
+        db: db.clone(),
+        settings: Arc::new(settings),
+        verifier,
+        metrics: Arc::new(Metrics::default()),
+    };
+    serving.send_replace(Some(Serving { router: router(state), db: db.clone() }));
+    tracing::info!("the database is open: serving every route");
+    prune_idempotency_keys(db, idempotency).await;
+    Ok(())
+}
+
+/// What the server answers with: the whole API once the database is open, and the starting
+/// routes before that. (Each router has its own middleware, inside its routing, so that the
+/// request spans name the matched route.)
+fn gate(served: watch::Receiver<Option<Serving>>) -> Router {
+    let starting = starting_router();
+    Router::new().fallback(move |request: Request<axum::body::Body>| {
+        let router = match &*served.borrow() {
+            Some(serving) => serving.router.clone(),
+            None => starting.clone(),
+        };
+        router.oneshot(request)
+    })
 }
 
 /// Turns Nagle's algorithm off on an accepted connection. A streamed answer is many small
@@ -162,19 +241,40 @@ async fn prune_idempotency_keys(db: Db, settings: IdempotencySettings) {
     }
 }
 
-/// The whole HTTP stack: routes, documentation, and the middleware every request goes through.
+/// The whole API over an open database: routes, documentation, and their middleware.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.server.body_limit_bytes;
-    routes::router(&state.settings)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::document()))
+    let api = routes::router(&state.settings)
+        .merge(docs())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|request: Request<axum::body::Body>| async move {
             ApiError::MethodNotAllowed(format!("{} is not allowed on this route", request.method()))
         })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
+        .with_state(state);
+    with_request_layers(api)
+}
+
+/// What answers until the database is open: `/healthz` and the documentation, and 503 with
+/// `Retry-After` to everything else (`/readyz` included).
+fn starting_router() -> Router {
+    let starting = Router::new()
+        .route("/healthz", get(routes::health::healthz))
+        .merge(docs())
+        .fallback(|| async { ApiError::Starting });
+    with_request_layers(starting)
+}
+
+/// `/openapi.json` and the interactive reference at `/docs`: no database needed.
+fn docs<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    SwaggerUi::new("/docs").url("/openapi.json", openapi::document()).into()
+}
+
+/// The middleware every request goes through, whether the database is open yet or not.
+fn with_request_layers(router: Router) -> Router {
+    router
         .layer(axum::middleware::from_fn(close_after_refused_body))
-        .with_state(state)
         .layer(CatchPanicLayer::custom(|_panic| {
             // The panic message is logged by the panic hook; the client learns nothing of it.
             ApiError::Internal(anyhow::anyhow!("a request handler panicked")).into_response()

@@ -38,6 +38,15 @@ fn listening_address(child: &mut std::process::Child) -> String {
         .to_owned()
 }
 
+/// Waits until `/readyz` says the database is open (it is, shortly after the server listens).
+fn wait_until_ready(address: &str) {
+    let started = Instant::now();
+    while !http_get(address, "/readyz").contains("\"ready\"") {
+        assert!(started.elapsed() < Duration::from_secs(10), "never ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn wait_for_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
     let started = Instant::now();
     loop {
@@ -66,8 +75,8 @@ fn serve_prints_its_address_answers_and_stops_cleanly_on_sigterm() {
     let health = http_get(&address, "/healthz");
     assert!(health.starts_with("HTTP/1.0 200") || health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.ends_with("{\"status\":\"ok\"}"), "{health}");
-    // The embedded SQLite file was created and migrated on start.
-    assert!(http_get(&address, "/readyz").contains("\"ready\""));
+    // The embedded SQLite file is created and migrated just after it starts listening.
+    wait_until_ready(&address);
     assert!(path.exists());
 
     let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
@@ -146,6 +155,7 @@ fn logs_of_a_short_run(name: &str, env: &[(&str, &str)]) -> String {
     }
     let mut child = command.spawn().expect("start chatstore serve");
     let address = listening_address(&mut child);
+    wait_until_ready(&address);
     assert!(http_get(&address, "/healthz").contains("200"));
     assert!(http_get(&address, "/no-such-route").contains("404"));
     let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();

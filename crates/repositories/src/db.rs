@@ -12,6 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
+use crate::error::is_tls_failure;
 use crate::held::{HeldConnections, IDLE_CHECK};
 use crate::{RepoError, RepoResult};
 
@@ -139,12 +140,13 @@ pub(crate) enum Held {
 
 impl Db {
     /// Opens the pool, retrying with backoff for `startup_timeout_secs`: a serverless database
-    /// may still be waking up when the server starts.
+    /// may still be waking up when the server starts. A failed TLS set-up (a wrong CA, a
+    /// certificate for another host name) is not retried: waiting cannot fix it.
     pub async fn connect(settings: &DatabaseSettings) -> RepoResult<Self> {
         let backend = settings.backend().map_err(RepoError::Invalid)?;
         let deadline =
             tokio::time::Instant::now() + Duration::from_secs(settings.startup_timeout_secs);
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = Duration::from_millis(200);
         let conn = loop {
             let attempt = async {
                 let conn = Database::connect(settings.connect_options()).await?;
@@ -153,12 +155,16 @@ impl Db {
             };
             match attempt.await {
                 Ok(conn) => break conn,
+                Err(err) if is_tls_failure(&err) => return Err(RepoError::Db(err)),
                 Err(err) => {
                     let err = RepoError::from(err);
                     let retryable = matches!(err, RepoError::Unavailable(_));
-                    if !retryable || tokio::time::Instant::now() + delay > deadline {
+                    let now = tokio::time::Instant::now();
+                    if !retryable || now >= deadline {
                         return Err(err);
                     }
+                    // The last wait ends at the deadline, so the server gives up no sooner.
+                    let delay = backoff.min(deadline - now);
                     tracing::warn!(
                         database = %settings.redacted_url(),
                         error = %err,
@@ -166,7 +172,7 @@ impl Db {
                         "database not reachable yet"
                     );
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         };

@@ -18,6 +18,7 @@ mod chats;
 mod connections;
 mod depth;
 mod errors;
+mod fuzz_regressions;
 mod logs;
 mod migrations;
 mod operations;

@@ -185,7 +185,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The server can serve requests: the database answers. */
+        /** The server can serve requests: its database is open (and migrated) and answers. */
         get: operations["readyz"];
         put?: never;
         post?: never;
@@ -1583,7 +1583,7 @@ export interface operations {
                     "application/json": components["schemas"]["Status"];
                 };
             };
-            /** @description The database is unreachable */
+            /** @description The database is unreachable, or not open yet: the server is starting */
             503: {
                 headers: {
                     [name: string]: unknown;

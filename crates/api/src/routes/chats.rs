@@ -145,25 +145,25 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub(crate) struct ListQuery {
+pub struct ListQuery {
     /// 1 to 100; default 20.
     #[param(minimum = 1, maximum = 100)]
-    limit: Option<i64>,
+    pub limit: Option<i64>,
     /// The `chat_id` of the last chat of the previous page. One that names no chat of this
     /// user (in this listing) is a 400.
     #[param(value_type = Option<String>, min_length = 1, max_length = 255, pattern = "^[^\\u0000]*$")]
-    after: Option<Id>,
+    pub after: Option<Id>,
     /// `desc` (default: most recently updated first) or `asc`.
     #[param(inline)]
-    order: Option<PageOrder>,
+    pub order: Option<PageOrder>,
     /// Include soft-deleted chats.
     #[serde(default)]
-    include_inactive: bool,
+    pub include_inactive: bool,
     /// Only chats carrying this tag; repeat the parameter (`tag=a&tag=b`) for chats carrying
     /// every one of them. Each 1 to 64 characters; at most 32.
     #[serde(default)]
     #[param(style = Form, explode)]
-    tag: Vec<String>,
+    pub tag: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -42,10 +42,10 @@ pub(crate) async fn healthz() -> Json<Status> {
     Json(Status { status: "ok" })
 }
 
-/// The server can serve requests: the database answers.
+/// The server can serve requests: its database is open (and migrated) and answers.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
     (status = 200, description = "The database answers", body = Status),
-    (status = 503, description = "The database is unreachable", body = ErrorBody),
+    (status = 503, description = "The database is unreachable, or not open yet: the server is starting", body = ErrorBody),
 ))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Status>> {
     match tokio::time::timeout(READINESS_TIMEOUT, state.db.ping()).await {

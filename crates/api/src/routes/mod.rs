@@ -44,7 +44,7 @@ pub(crate) fn json_text(status: StatusCode, text: String) -> Response {
 
 /// The texts of conversation items, which must all be JSON objects nested no deeper than
 /// [`MAX_JSON_NESTING`].
-pub(crate) fn object_items<'a>(field: &str, items: &'a [Box<RawValue>]) -> ApiResult<Vec<&'a str>> {
+pub fn object_items<'a>(field: &str, items: &'a [Box<RawValue>]) -> ApiResult<Vec<&'a str>> {
     items
         .iter()
         .enumerate()
@@ -66,7 +66,7 @@ pub(crate) fn object_items<'a>(field: &str, items: &'a [Box<RawValue>]) -> ApiRe
 /// The `order` of every HTTP list.
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum PageOrder {
+pub enum PageOrder {
     Asc,
     Desc,
 }
@@ -81,7 +81,7 @@ impl From<PageOrder> for Order {
 }
 
 /// The `limit` of every HTTP list: 1 to 100, 20 when absent.
-pub(crate) fn page_limit(limit: Option<i64>) -> ApiResult<u64> {
+pub fn page_limit(limit: Option<i64>) -> ApiResult<u64> {
     match limit {
         None => Ok(DEFAULT_PAGE_LIMIT),
         Some(limit) if PAGE_LIMITS.contains(&limit) => Ok(limit.unsigned_abs()),

@@ -60,11 +60,11 @@ pub(crate) struct ItemsResponse {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct AddItemsRequest {
+pub struct AddItemsRequest {
     /// Responses API input items (any JSON objects, each nesting at most 127 arrays and
     /// objects), appended in this order.
     #[schema(value_type = Vec<Object>)]
-    items: Vec<Box<RawValue>>,
+    pub items: Vec<Box<RawValue>>,
 }
 
 #[derive(Debug, serde::Serialize, ToSchema)]
@@ -180,7 +180,7 @@ pub(crate) async fn clear_session(
 }
 
 /// The `Idempotency-Key` header, if any, with a digest of the batch it guards.
-fn idempotency_key(headers: &HeaderMap, items: &[&str]) -> ApiResult<Option<IdempotencyKey>> {
+pub fn idempotency_key(headers: &HeaderMap, items: &[&str]) -> ApiResult<Option<IdempotencyKey>> {
     let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
     let key = value
         .to_str()
