@@ -85,14 +85,7 @@ async fn drive(
             anyhow::Ok(latencies)
         }));
     }
-    let mut run = Run::default();
-    for task in tasks {
-        let latencies = task.await??;
-        run.turns += latencies.len();
-        run.latencies.samples.extend(latencies);
-    }
-    run.elapsed = started.elapsed();
-    Ok((run, clients))
+    Ok((Run::gather(tasks, started).await?, clients))
 }
 
 /// The ChatKit turn table on PostgreSQL, at 1 and 16 clients.

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use chatstore_tests::{Backend, ServerProcess, TestDatabase};
 use repositories::Db;
 use repositories::sea_orm::{ConnectionTrait, DbBackend, Statement};
+use tokio::task::JoinHandle;
 
 use crate::http::Connection;
 use crate::{Series, micros};
@@ -39,6 +40,21 @@ pub(crate) struct Run {
 impl Run {
     pub(crate) fn per_second(&self) -> f64 {
         self.turns as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The run of client tasks started at `started`, each answering its turns' latencies.
+    pub(crate) async fn gather(
+        tasks: Vec<JoinHandle<anyhow::Result<Vec<Duration>>>>,
+        started: Instant,
+    ) -> anyhow::Result<Self> {
+        let mut run = Self::default();
+        for task in tasks {
+            let latencies = task.await??;
+            run.turns += latencies.len();
+            run.latencies.samples.extend(latencies);
+        }
+        run.elapsed = started.elapsed();
+        Ok(run)
     }
 
     /// Adds another measurement of the same thing.
@@ -92,14 +108,7 @@ pub(crate) async fn drive(
             anyhow::Ok(latencies)
         }));
     }
-    let mut run = Run::default();
-    for task in tasks {
-        let latencies = task.await??;
-        run.turns += latencies.len();
-        run.latencies.samples.extend(latencies);
-    }
-    run.elapsed = started.elapsed();
-    Ok(run)
+    Run::gather(tasks, started).await
 }
 
 /// What pgbench reported: turns per second and mean latency (ms).
