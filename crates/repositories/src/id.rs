@@ -106,6 +106,16 @@ pub fn optional_cursor<'de, D: serde::Deserializer<'de>>(
         .transpose()
 }
 
+/// A page cursor (`after`) that, when given at all, must be an [`Id`], so `after=` is refused.
+/// For query parsers (`axum_extra`'s `Query`) that would read an empty value as absent; use
+/// it with `#[serde(default)]`.
+pub fn given_cursor<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Id>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    Id::try_from(text).map(Some).map_err(serde::de::Error::custom)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

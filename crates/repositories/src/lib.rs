@@ -23,7 +23,7 @@ pub use chats::{ChatChanges, ChatFilter, ChatWithItems, Chats};
 pub use db::{Backend, DatabaseSettings, Db, SqliteSync};
 pub use error::{RepoError, RepoResult};
 pub use feedback::Feedback;
-pub use id::{Id, IdError, optional_cursor};
+pub use id::{Id, IdError, given_cursor, optional_cursor};
 pub use json_depth::{MAX_JSON_NESTING, nests_too_deep};
 pub use page::{Order, Page};
 pub use plans::QueryPlan;

@@ -308,6 +308,7 @@ async fn malformed_chat_requests_are_rejected(backend: Backend) {
             "order=sideways",
             "include_inactive=maybe",
             "after=nope",
+            "after=",
         ] {
             app.get(&format!("/chats?{query}"), "alice").await.assert_error(400, "invalid_request");
         }

@@ -152,6 +152,7 @@ pub struct ListQuery {
     /// The `chat_id` of the last chat of the previous page. One that names no chat of this
     /// user (in this listing) is a 400.
     #[param(value_type = Option<String>, min_length = 1, max_length = 255, pattern = "^[^\\u0000]*$")]
+    #[serde(default, deserialize_with = "repositories::given_cursor")]
     pub after: Option<Id>,
     /// `desc` (default: most recently updated first) or `asc`.
     #[param(inline)]
