@@ -7,7 +7,7 @@ use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{attachment_content, chatkit, chats, health, run, sessions, threads};
+use crate::routes::{attachment_content, chatkit, chats, console, health, run, sessions, threads};
 
 /// The whole document: the shared parts below, plus each route module's own `Doc`.
 pub(crate) fn document() -> utoipa::openapi::OpenApi {
@@ -19,6 +19,7 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
     document.merge(attachment_content::Doc::openapi());
     document.merge(chatkit::Doc::openapi());
     document.merge(run::Doc::openapi());
+    document.merge(console::Doc::openapi());
     document_shared_rules(&mut document);
     document
 }
@@ -111,6 +112,8 @@ fn error_response(description: &str) -> RefOr<Response> {
         (name = "operations", description = "Liveness, readiness and metrics; no token needed"),
         (name = "sessions", description = "Agent session memory: the OpenAI Agents SDK `Session` \
             protocol (`get_items`, `add_items`, `pop_item`, `clear_session`)"),
+        (name = "console", description = "The web console at `/console`: its page and files \
+            need no token; it signs in with a bearer token"),
     ),
 )]
 pub(crate) struct ApiDoc;

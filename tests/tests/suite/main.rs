@@ -16,6 +16,7 @@ mod chatkit_store;
 mod chatkit_stream;
 mod chats;
 mod connections;
+mod console;
 mod depth;
 mod errors;
 mod fuzz_regressions;

@@ -144,6 +144,61 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/console": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The console's page: a single-page app over the routes of this API. */
+        get: operations["console_page"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/console/dev-token": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Development only: a token for any user name, so the console can sign in by name. It
+         *     exists only while the server verifies tokens with the development secret (which anyone
+         *     can read in the source, so such a server protects nothing anyway); otherwise `404`.
+         */
+        post: operations["dev_token"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/console/{asset}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A script or stylesheet of the console, embedded in the binary. */
+        get: operations["console_asset"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/healthz": {
         parameters: {
             query?: never;
@@ -202,7 +257,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** `get_items(limit)`: the latest `limit` items, oldest first (all of them without `limit`). */
+        /**
+         * `get_items(limit)`: the latest `limit` items, oldest first (all of them without `limit`).
+         *     With `before`, one page of a backwards read (the console's scrolling).
+         */
         get: operations["get_items"];
         put?: never;
         /** `add_items(items)`: appends the batch atomically and contiguously; creates the session. */
@@ -531,6 +589,16 @@ export interface components {
             /** @description Up to 255 characters, without NUL. */
             title?: string | null;
         };
+        /** @description `{"user": str}` */
+        DevTokenRequest: {
+            /** @description The user id to sign in as (the token's `sub`): 1 to 255 bytes. */
+            user: string;
+        };
+        /** @description `{"token": str}` */
+        DevTokenResponse: {
+            /** @description A bearer token for the user, as `chatstore token USER` prints. */
+            token: string;
+        };
         /** @description The body of every error response. */
         ErrorBody: {
             error: components["schemas"]["ErrorDetail"];
@@ -555,8 +623,17 @@ export interface components {
             /** @description When it was last given (RFC 3339, UTC). */
             updated_at: string;
         };
-        /** @description `{"items": [...]}`: the session's items, oldest first. */
+        /**
+         * @description `{"items": [...]}`: the session's items, oldest first; with `before`, also
+         *     `first_position`.
+         */
         ItemsResponse: {
+            /**
+             * Format: int64
+             * @description Only with `before`: the position of the first item of `items`, or `null` when the
+             *     page is empty (there is nothing before it).
+             */
+            first_position?: number | null;
             items: Record<string, never>[];
         };
         /**
@@ -1507,6 +1584,152 @@ export interface operations {
             };
         };
     };
+    console_page: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The console's HTML page */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": unknown;
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    dev_token: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DevTokenRequest"];
+            };
+        };
+        responses: {
+            /** @description A token for the user */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DevTokenResponse"];
+                };
+            };
+            /** @description No user, or a user id that is empty or too long */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server does not use the development secret */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than `server.body_limit_bytes` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not sent as `Content-Type: application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    console_asset: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A file name, such as `app.js` (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                asset: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The file */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Malformed request: a bad id, query parameter, header or body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such file */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     healthz: {
         parameters: {
             query?: never;
@@ -1602,6 +1825,13 @@ export interface operations {
                  *     it, every item. A negative limit is a 400.
                  */
                 limit?: number;
+                /**
+                 * @description Page backwards: the `limit` items (20 without `limit`) just before this position,
+                 *     oldest first, and `first_position`, the position of the first of them, to ask for the
+                 *     page before it. A position past the newest item gives the newest ones. Positions
+                 *     start at 1, so `before=1` is an empty page.
+                 */
+                before?: number;
             };
             header?: never;
             path: {
@@ -1621,7 +1851,7 @@ export interface operations {
                     "application/json": components["schemas"]["ItemsResponse"];
                 };
             };
-            /** @description Bad session id or limit */
+            /** @description Bad session id, limit or before */
             400: {
                 headers: {
                     [name: string]: unknown;
