@@ -17,6 +17,7 @@ mod chatkit_stream;
 mod chats;
 mod connections;
 mod console;
+mod console_browser;
 mod depth;
 mod errors;
 mod fuzz_regressions;
