@@ -67,7 +67,9 @@ function openConversation(kind, id, summary = {}) {
   // The composer talks through ChatKit, so it writes to threads only.
   composer.show(kind === "thread");
   loadOlder();
-  transcript.focus();
+  transcript.focus({ preventScroll: true });
+  // On a phone the list sits above the conversation: bring the conversation into view.
+  if (window.matchMedia("(max-width: 760px)").matches) $("conversation-header").scrollIntoView();
 }
 
 /** Loads the page before the oldest one shown, keeping the view where it was. */

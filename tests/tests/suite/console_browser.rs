@@ -103,10 +103,14 @@ impl Browser {
         }
         let mut capabilities = serde_json::Map::new();
         capabilities.insert("browserName".into(), json!("chrome"));
-        capabilities.insert(
-            "goog:chromeOptions".into(),
-            json!({"binary": chromium.to_string_lossy(), "args": args}),
-        );
+        let mut options = json!({"binary": chromium.to_string_lossy(), "args": args});
+        if size.0 < 500 {
+            // A window cannot be narrower than 500 pixels: a phone is emulated instead.
+            options["mobileEmulation"] = json!({
+                "deviceMetrics": {"width": size.0, "height": size.1, "pixelRatio": 2.0, "touch": true}
+            });
+        }
+        capabilities.insert("goog:chromeOptions".into(), options);
         let url = format!("http://127.0.0.1:{port}");
         let started = Instant::now();
         // chromedriver takes a moment to listen.
