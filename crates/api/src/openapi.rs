@@ -20,6 +20,7 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
     document.merge(chatkit::Doc::openapi());
     document.merge(run::Doc::openapi());
     document.merge(console::Doc::openapi());
+    console::document_assets(&mut document);
     document_shared_rules(&mut document);
     document
 }

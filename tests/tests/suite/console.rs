@@ -92,6 +92,20 @@ async fn page_and_assets_need_no_token_and_carry_strict_headers(backend: Backend
         traversal.assert_error(404, "not_found");
         let post = anonymous(app, reqwest::Method::POST, "/console", Some("{}")).await;
         assert_eq!(post.status, 405, "{}", post.text);
+
+        // The OpenAPI document lists the page, every file and the development sign-in.
+        let document = anonymous(app, reqwest::Method::GET, "/openapi.json", None).await.json();
+        for path in ["/console", "/console/app.js", "/console/style.css", "/console/reader.js"] {
+            assert!(document["paths"][path]["get"].is_object(), "{path} is not documented");
+        }
+        assert!(document["paths"]["/console/dev-token"]["post"].is_object());
+        assert!(
+            document["paths"]["/sessions/{session_id}/items"]["get"]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|parameter| parameter["name"] == "before")
+        );
     })
     .await;
 }
@@ -125,6 +139,11 @@ async fn dev_token_signs_in_by_name_in_development(backend: Backend) {
                 anonymous(app, reqwest::Method::POST, "/console/dev-token", Some(body)).await;
             refused.assert_error(400, "invalid_request");
         }
+        // The limit counts characters, as the schema's maxLength does.
+        let widest = json!({"user": "é".repeat(255)}).to_string();
+        let accepted =
+            anonymous(app, reqwest::Method::POST, "/console/dev-token", Some(&widest)).await;
+        assert_eq!(accepted.status, 200, "{}", accepted.text);
         let long = json!({"user": "x".repeat(256)}).to_string();
         anonymous(app, reqwest::Method::POST, "/console/dev-token", Some(&long))
             .await

@@ -151,8 +151,62 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The console's page: a single-page app over the routes of this API. */
+        /**
+         * The console's page: a single-page app over the routes of this API. It loads
+         *     `/console/app.js` and `/console/style.css`, which load the other files listed here.
+         */
         get: operations["console_page"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/console/api.js": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The console's api.js */
+        get: operations["console_api_js"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/console/app.js": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The console's app.js */
+        get: operations["console_app_js"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/console/composer.js": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The console's composer.js */
+        get: operations["console_composer_js"];
         put?: never;
         post?: never;
         delete?: never;
@@ -182,15 +236,66 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/console/{asset}": {
+    "/console/dom.js": {
         parameters: {
             query?: never;
             header?: never;
             path?: never;
             cookie?: never;
         };
-        /** A script or stylesheet of the console, embedded in the binary. */
-        get: operations["console_asset"];
+        /** The console's dom.js */
+        get: operations["console_dom_js"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/console/lists.js": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The console's lists.js */
+        get: operations["console_lists_js"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/console/reader.js": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The console's reader.js */
+        get: operations["console_reader_js"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/console/style.css": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The console's style.css */
+        get: operations["console_style_css"];
         put?: never;
         post?: never;
         delete?: never;
@@ -591,7 +696,7 @@ export interface components {
         };
         /** @description `{"user": str}` */
         DevTokenRequest: {
-            /** @description The user id to sign in as (the token's `sub`): 1 to 255 bytes. */
+            /** @description The user id to sign in as (the token's `sub`): 1 to 255 characters, without NUL. */
             user: string;
         };
         /** @description `{"token": str}` */
@@ -1593,13 +1698,100 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The console's HTML page */
+            /** @description The console's HTML page; no token needed */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "text/html": unknown;
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    console_api_js: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The file, embedded in the binary; no token needed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/javascript": unknown;
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    console_app_js: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The file, embedded in the binary; no token needed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/javascript": unknown;
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    console_composer_js: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The file, embedded in the binary; no token needed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/javascript": unknown;
                 };
             };
             /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
@@ -1635,7 +1827,7 @@ export interface operations {
                     "application/json": components["schemas"]["DevTokenResponse"];
                 };
             };
-            /** @description No user, or a user id that is empty or too long */
+            /** @description No user, or a user id that is empty, too long or has a NUL */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1682,27 +1874,26 @@ export interface operations {
             };
         };
     };
-    console_asset: {
+    console_dom_js: {
         parameters: {
             query?: never;
             header?: never;
-            path: {
-                /** @description A file name, such as `app.js` (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
-                asset: string;
-            };
+            path?: never;
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description The file */
+            /** @description The file, embedded in the binary; no token needed */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "text/javascript": unknown;
+                };
             };
-            /** @description Malformed request: a bad id, query parameter, header or body */
-            400: {
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1710,13 +1901,82 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description No such file */
-            404: {
+        };
+    };
+    console_lists_js: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The file, embedded in the binary; no token needed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/javascript": unknown;
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    console_reader_js: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The file, embedded in the binary; no token needed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/javascript": unknown;
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    console_style_css: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The file, embedded in the binary; no token needed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/css": unknown;
                 };
             };
             /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */

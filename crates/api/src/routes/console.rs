@@ -17,12 +17,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{Json, Path};
+use crate::extract::Json;
 use crate::settings::DEVELOPMENT_JWT_SECRET;
 use crate::state::AppState;
 
-/// The longest user name the development sign-in accepts, as ids elsewhere.
-const MAX_USER_BYTES: usize = 255;
+/// The longest user name the development sign-in accepts, in characters (as JSON Schema's
+/// `maxLength` counts them).
+const MAX_USER_CHARS: usize = 255;
 
 /// The policy of every console answer. `connect-src 'self'` covers the API calls and the
 /// ChatKit stream, `img-src 'self'` the signed attachment URLs this server hands out.
@@ -57,46 +58,61 @@ const ASSETS: &[Asset] = &[
 const PAGE: &str = include_str!("../../console/index.html");
 
 #[derive(utoipa::OpenApi)]
-#[openapi(
-    paths(console_page, console_asset, dev_token),
-    components(schemas(DevTokenRequest, DevTokenResponse))
-)]
+#[openapi(paths(console_page, dev_token), components(schemas(DevTokenRequest, DevTokenResponse)))]
 pub(crate) struct Doc;
 
 pub(crate) fn router() -> Router<AppState> {
-    Router::new()
+    let mut router = Router::new()
         .route("/console", get(console_page))
-        .route("/console/dev-token", post(dev_token))
-        .route("/console/{asset}", get(console_asset))
+        .route("/console/dev-token", post(dev_token));
+    // One route per file, so any other name is the API's plain 404.
+    for asset in ASSETS {
+        router = router.route(
+            &format!("/console/{}", asset.name),
+            get(move || async move { with_console_headers(asset.media_type, asset.body) }),
+        );
+    }
+    router
 }
 
-/// The console's page: a single-page app over the routes of this API.
+/// Adds each console file to the OpenAPI document: the files are a list, not a pattern.
+pub(crate) fn document_assets(document: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::{HttpMethod, OperationBuilder};
+    use utoipa::openapi::{ContentBuilder, ResponseBuilder};
+    for asset in ASSETS {
+        let media_type = asset.media_type.split(';').next().unwrap_or(asset.media_type);
+        let response = ResponseBuilder::new()
+            .description("The file, embedded in the binary; no token needed")
+            .content(media_type, ContentBuilder::new().build())
+            .build();
+        let operation = OperationBuilder::new()
+            .tag("console")
+            .summary(Some(format!("The console's {}", asset.name)))
+            .operation_id(Some(format!("console_{}", asset.name.replace('.', "_"))))
+            .response("200", response)
+            .build();
+        document.paths.add_path_operation(
+            format!("/console/{}", asset.name),
+            vec![HttpMethod::Get],
+            operation,
+        );
+    }
+}
+
+/// The console's page: a single-page app over the routes of this API. It loads
+/// `/console/app.js` and `/console/style.css`, which load the other files listed here.
 #[utoipa::path(get, path = "/console", tag = "console",
-    responses((status = 200, description = "The console's HTML page", content_type = "text/html")))]
+    responses((status = 200, description = "The console's HTML page; no token needed", content_type = "text/html")))]
 pub(crate) async fn console_page() -> Response {
     with_console_headers("text/html; charset=utf-8", PAGE)
-}
-
-/// A script or stylesheet of the console, embedded in the binary.
-#[utoipa::path(get, path = "/console/{asset}", tag = "console",
-    params(("asset" = String, Path, description = "A file name, such as `app.js`")),
-    responses(
-        (status = 200, description = "The file"),
-        (status = 404, description = "No such file", body = ErrorBody),
-    ))]
-pub(crate) async fn console_asset(Path(name): Path<String>) -> ApiResult<Response> {
-    let asset = ASSETS
-        .iter()
-        .find(|asset| asset.name == name)
-        .ok_or_else(|| ApiError::not_found("no such console file"))?;
-    Ok(with_console_headers(asset.media_type, asset.body))
 }
 
 /// `{"user": str}`
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DevTokenRequest {
-    /// The user id to sign in as (the token's `sub`): 1 to 255 bytes.
+    /// The user id to sign in as (the token's `sub`): 1 to 255 characters, without NUL.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[^\\u0000]*$")]
     user: String,
 }
 
@@ -114,7 +130,7 @@ pub(crate) struct DevTokenResponse {
     request_body = DevTokenRequest,
     responses(
         (status = 200, description = "A token for the user", body = DevTokenResponse),
-        (status = 400, description = "No user, or a user id that is empty or too long", body = ErrorBody),
+        (status = 400, description = "No user, or a user id that is empty, too long or has a NUL", body = ErrorBody),
         (status = 404, description = "The server does not use the development secret", body = ErrorBody),
     ))]
 pub(crate) async fn dev_token(
@@ -126,9 +142,9 @@ pub(crate) async fn dev_token(
         return Err(ApiError::not_found("no such route"));
     }
     let Json(DevTokenRequest { user }) = body?;
-    if user.is_empty() || user.len() > MAX_USER_BYTES || user.contains('\0') {
+    if user.is_empty() || user.chars().count() > MAX_USER_CHARS || user.contains('\0') {
         return Err(ApiError::invalid(format!(
-            "user must be 1 to {MAX_USER_BYTES} bytes of text without NUL"
+            "user must be 1 to {MAX_USER_CHARS} characters without NUL"
         )));
     }
     let token = crate::auth::mint_token(&state.settings.auth, &user).map_err(ApiError::Internal)?;
