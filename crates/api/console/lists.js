@@ -181,6 +181,18 @@ export function createLists({ open, closed, status }) {
     select("results");
   }
 
+  // Arrow keys move between the tabs, as in any tab list.
+  document.querySelector(".tabs").addEventListener("keydown", (event) => {
+    if (event.key !== "ArrowLeft" && event.key !== "ArrowRight") return;
+    const visible = Object.values(tabs).filter((tab) => !tab.hidden);
+    const index = visible.indexOf(document.activeElement);
+    if (index < 0) return;
+    const step = event.key === "ArrowRight" ? 1 : -1;
+    const next = visible[(index + step + visible.length) % visible.length];
+    next.focus();
+    next.click();
+    event.preventDefault();
+  });
   tabs.chats.addEventListener("click", () => select("chats"));
   tabs.threads.addEventListener("click", () => select("threads"));
   tabs.results.addEventListener("click", () => select("results"));

@@ -22,12 +22,18 @@ function image(url, label) {
   if (safe === null) {
     return el("p", { class: "attachment" }, `${label}: ${typeof url === "string" ? url : ""}`);
   }
-  return el(
-    "figure",
-    { class: "attachment" },
-    el("img", { src: safe, alt: label, loading: "lazy" }),
-    el("figcaption", {}, label),
-  );
+  const caption = el("figcaption", {}, label);
+  // A signed preview URL expires (attachments.preview_url_ttl_secs): say so, not a broken image.
+  const img = el("img", {
+    src: safe,
+    alt: label,
+    loading: "lazy",
+    onerror: () => {
+      img.remove();
+      caption.textContent = `${label} (the image could not be loaded; its link may have expired)`;
+    },
+  });
+  return el("figure", { class: "attachment" }, img, caption);
 }
 
 /** Text of a JSON value for a tool call's arguments or output: JSON strings are parsed. */

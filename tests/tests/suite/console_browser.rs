@@ -506,6 +506,55 @@ async fn hostile_items_are_shown_as_text_and_nothing_runs(backend: Backend) {
     .await;
 }
 
+/// WebDriver's keys for Tab and Enter.
+const TAB: &str = "\u{e004}";
+const ENTER: &str = "\u{e007}";
+
+/// Signing in and opening a conversation with the keyboard alone, with a visible focus; and
+/// an image whose signed link no longer works says so instead of showing a broken picture.
+async fn works_from_the_keyboard_and_explains_broken_images(backend: Backend) {
+    with_app(backend, async |app| {
+        let gone = app.url("/attachments/atc_gone/content?user=kay&expires=1&signature=00");
+        post_json(app, "/chats", "kay", &json!({"chat_id": "pics", "title": "Pictures"})).await;
+        let items = json!([{"role": "user", "content": [{"type": "input_image", "image_url": gone}]}]);
+        post_json(app, "/sessions/pics/items", "kay", &json!({"items": items})).await;
+        with_browser(LAPTOP, false, async |browser| {
+            browser.client.goto(&app.url("/console")).await.unwrap();
+            browser.wait_for("!document.getElementById('sign-in').hidden", "the sign-in form").await;
+            let field = browser.client.find(Locator::Css("#token-input")).await.unwrap();
+            field.send_keys(&app.token("kay")).await.unwrap();
+            field.send_keys(TAB).await.unwrap();
+            // Tab reaches the form's button, whose focus is drawn.
+            browser.wait_for("document.activeElement.matches('#token-form button')", "focus on the button").await;
+            assert_eq!(
+                browser.js("return getComputedStyle(document.activeElement).outlineStyle").await,
+                json!("solid"),
+                "a keyboard focus is visible"
+            );
+            let button = browser.client.find(Locator::Css("#token-form button")).await.unwrap();
+            button.send_keys(ENTER).await.unwrap();
+            browser.wait_for_user("kay").await;
+            browser.wait_for("document.querySelector('#list .open')", "the list").await;
+            // Every control of the list is a real button, so Enter opens a conversation.
+            browser.js("document.querySelector('#list .open').focus(); return null").await;
+            let open = browser.client.find(Locator::Css("#list .open")).await.unwrap();
+            open.send_keys(ENTER).await.unwrap();
+            browser.wait_for("document.querySelectorAll('#transcript .item').length === 1", "the conversation").await;
+            browser
+                .wait_for("document.querySelector('#transcript figcaption')?.textContent.includes('could not be loaded')", "the note")
+                .await;
+            assert_eq!(browser.js("return document.querySelectorAll('#transcript img').length").await, json!(0));
+            // Arrow keys move between the tabs.
+            browser.js("document.getElementById('tab-chats').focus(); return null").await;
+            let tab = browser.client.find(Locator::Css("#tab-chats")).await.unwrap();
+            tab.send_keys("\u{e014}").await.unwrap(); // ArrowRight
+            browser.wait_for("document.getElementById('tab-threads').getAttribute('aria-selected') === 'true'", "the threads tab").await;
+        })
+        .await;
+    })
+    .await;
+}
+
 /// Search and export, against the routes of API.md. They come with other work; until the
 /// server has them, the console says they are not available, and these tests skip.
 async fn searches_and_exports_where_the_server_can(backend: Backend) {
@@ -581,6 +630,7 @@ dual_backend_tests!(
     hostile_items_are_shown_as_text_and_nothing_runs,
     searches_and_exports_where_the_server_can,
     long_sessions_load_page_by_page,
+    works_from_the_keyboard_and_explains_broken_images,
 );
 
 /// The README's screenshots, light and dark, laptop and phone: written to
