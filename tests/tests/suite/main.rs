@@ -22,6 +22,7 @@ mod fuzz_regressions;
 mod logs;
 mod migrations;
 mod operations;
+mod own_data;
 mod plans;
 mod review;
 mod sessions;

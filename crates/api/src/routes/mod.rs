@@ -16,6 +16,7 @@ use crate::state::AppState;
 pub(crate) mod attachment_content;
 pub(crate) mod chatkit;
 pub(crate) mod chats;
+pub(crate) mod data;
 pub(crate) mod health;
 pub(crate) mod run;
 pub(crate) mod sessions;
@@ -35,6 +36,7 @@ pub(crate) fn router(settings: &Settings) -> Router<AppState> {
         .merge(chatkit::router())
         .merge(run::router())
         .merge(threads::router())
+        .merge(data::router())
 }
 
 /// A JSON response whose body is `text` as is (stored JSON, never re-encoded).
