@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use repositories::{DatabaseSettings, Db, RepoError};
+use repositories::{DatabaseSettings, Db};
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
@@ -105,10 +105,7 @@ async fn copy_user(from: &Db, to: &Db, user: &str) -> anyhow::Result<u64> {
     while let Some(chunk) = exporter.next_chunk().await? {
         for line in chunk.lines() {
             number += 1;
-            importer.apply(line).await.map_err(|err| match err {
-                RepoError::Invalid(why) => anyhow::anyhow!("record {number}: {why}"),
-                other => other.into(),
-            })?;
+            importer.apply(number, line).await?;
         }
     }
     exporter.finish().await?;

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use futures::StreamExt;
-use repositories::{Importer, RepoError};
+use repositories::Importer;
 use serde::Serialize;
 use tracing::Instrument;
 use utoipa::ToSchema;
@@ -182,7 +182,7 @@ pub(crate) async fn import(
     Ok(Json(Imported { imported }))
 }
 
-/// Writes one line; a bad record is a 400 that names the line.
+/// Writes one line; a bad record is a 400 that names the line (the importer's message).
 async fn apply(importer: &mut Importer<'_>, number: u64, line: &[u8]) -> ApiResult<()> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.iter().all(u8::is_ascii_whitespace) {
@@ -190,11 +190,8 @@ async fn apply(importer: &mut Importer<'_>, number: u64, line: &[u8]) -> ApiResu
     }
     let line = std::str::from_utf8(line)
         .map_err(|_| ApiError::invalid(format!("line {number}: not UTF-8")))?;
-    match importer.apply(line).await {
-        Ok(_) => Ok(()),
-        Err(RepoError::Invalid(why)) => Err(ApiError::invalid(format!("line {number}: {why}"))),
-        Err(other) => Err(other.into()),
-    }
+    importer.apply(number, line).await?;
+    Ok(())
 }
 
 /// Splits the bytes received so far into lines. A line is handed out as a range of the

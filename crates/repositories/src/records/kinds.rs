@@ -387,7 +387,7 @@ impl RecordKind {
     ) -> RepoResult<()> {
         match self {
             Self::Chat => import_chat(txn, user, parse(self, line)?).await,
-            Self::SessionItem => import_session_item(txn, user, parse(self, line)?).await,
+            Self::SessionItem => insert_session_items(txn, user, &[session_item(line)?]).await,
             Self::IdempotencyKey => {
                 let record: IdempotencyKeyRecord<'_> = parse(self, line)?;
                 let chat_id = record.chat_id.as_str();
@@ -614,46 +614,67 @@ async fn import_chat(
     Ok(())
 }
 
-/// An item must come right after its chat's last one (positions 1, 2, 3, ... of a chat, in
-/// order), so that a chat's positions stay exactly 1..=item_count.
-async fn import_session_item(
+/// A `session_item` record, checked, waiting to be written with the items after it.
+#[derive(Debug)]
+pub(super) struct SessionItemRow {
+    pub(super) chat_id: String,
+    pub(super) position: i64,
+    created_at: DateTime<Utc>,
+    data: String,
+}
+
+/// Parses and checks a `session_item` record.
+pub(super) fn session_item(line: &str) -> RepoResult<SessionItemRow> {
+    let record: SessionItemRecord<'_> = parse(RecordKind::SessionItem, line)?;
+    check_object("the item's `data`", &record.data)?;
+    Ok(SessionItemRow {
+        chat_id: record.chat_id.into_string(),
+        position: record.position,
+        created_at: record.created_at.0,
+        data: record.data,
+    })
+}
+
+/// Writes consecutive items of one chat (positions `rows[0].position`, +1, +2, ...), which
+/// must follow the chat's last item, so that a chat's positions stay exactly
+/// 1..=item_count. One statement grows the chat, one inserts the items.
+pub(super) async fn insert_session_items(
     txn: &DatabaseTransaction,
     user: &str,
-    record: SessionItemRecord<'_>,
+    rows: &[SessionItemRow],
 ) -> RepoResult<()> {
-    check_object("the item's `data`", &record.data)?;
-    let chat_id = record.chat_id.as_str();
-    let position = record.position;
+    let Some(first) = rows.first() else { return Ok(()) };
+    let (chat_id, position) = (first.chat_id.as_str(), first.position);
+    let count = i64::try_from(rows.len()).unwrap_or(i64::MAX);
     let grown = chat::Entity::update_many()
-        .col_expr(chat::Column::ItemCount, Expr::col(chat::Column::ItemCount).add(1))
+        .col_expr(chat::Column::ItemCount, Expr::col(chat::Column::ItemCount).add(count))
         .filter(chat_key(user, chat_id))
         .filter(chat::Column::ItemCount.eq(position.saturating_sub(1)))
         .exec(txn)
         .await?;
     if grown.rows_affected == 0 {
-        let count: Option<i64> = chat::Entity::find()
+        let stored: Option<i64> = chat::Entity::find()
             .filter(chat_key(user, chat_id))
             .select_only()
             .column(chat::Column::ItemCount)
             .into_tuple()
             .one(txn)
             .await?;
-        return Err(match count {
+        return Err(match stored {
             None => invalid(format!("no chat {chat_id:?} before this item")),
-            Some(count) => invalid(format!(
+            Some(stored) => invalid(format!(
                 "position {position} does not follow chat {chat_id:?}'s last item (position \
-                 {count}): a chat's items come in order, from position 1"
+                 {stored}): a chat's items come in order, from position 1"
             )),
         });
     }
-    conversation_item::Entity::insert(conversation_item::ActiveModel {
+    let models = rows.iter().map(|row| conversation_item::ActiveModel {
         user_id: Set(user.to_owned()),
-        chat_id: Set(record.chat_id.into_string()),
-        position: Set(position),
-        data: Set(record.data),
-        created_at: Set(record.created_at.0),
-    })
-    .exec_without_returning(txn)
-    .await?;
+        chat_id: Set(row.chat_id.clone()),
+        position: Set(row.position),
+        data: Set(row.data.clone()),
+        created_at: Set(row.created_at),
+    });
+    conversation_item::Entity::insert_many(models).exec_without_returning(txn).await?;
     Ok(())
 }
