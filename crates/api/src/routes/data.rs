@@ -257,3 +257,37 @@ pub(crate) async fn erase(
     tracing::info!(deleted, "erased a user's data");
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Lines;
+
+    /// Every way of cutting the body into chunks gives the same numbered lines.
+    #[test]
+    fn lines_come_out_whole_however_the_body_is_cut() {
+        let body = b"{\"a\":1}\nsecond line\r\n\n\xc3\xa9 last without a break";
+        for chunk_size in 1..=body.len() {
+            let mut lines = Lines::default();
+            let mut seen = Vec::new();
+            for chunk in body.chunks(chunk_size) {
+                lines.buffer.extend_from_slice(chunk);
+                while let Some((number, range)) = lines.next_line() {
+                    seen.push((number, lines.buffer[range].to_vec()));
+                }
+                lines.compact();
+            }
+            seen.extend(lines.rest());
+            let expected: Vec<(u64, Vec<u8>)> = vec![
+                (1, b"{\"a\":1}".to_vec()),
+                (2, b"second line\r".to_vec()),
+                (3, Vec::new()),
+                (4, "é last without a break".as_bytes().to_vec()),
+            ];
+            assert_eq!(seen, expected, "chunks of {chunk_size}");
+        }
+        let mut ended = Lines::default();
+        ended.buffer.extend_from_slice(b"one\n");
+        assert!(ended.next_line().is_some());
+        assert_eq!(ended.rest(), None, "a final line break leaves no empty last line");
+    }
+}
