@@ -8,11 +8,14 @@ checks turned off for one operation where JSON Schema cannot state the API's rul
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
+# Teaches schemathesis to send `application/x-ndjson` (the body of POST /import).
+HOOKS = Path(__file__).with_name("schemathesis_hooks.py")
 # Far above the run's usual 20-40 s, so only a hang trips it.
 RUN_TIMEOUT_SECS = 600
 
@@ -36,6 +39,7 @@ def test_schemathesis_finds_no_failure(server, tmp_path: Path) -> None:
         timeout=RUN_TIMEOUT_SECS,
         # schemathesis keeps a cache in its working directory: not in the repository.
         cwd=tmp_path,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)},
     )
     report = done.stdout[-20000:] + done.stderr[-4000:]
     assert done.returncode == 0, f"schemathesis failed on {server.backend}:\n{report}"

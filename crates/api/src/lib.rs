@@ -4,6 +4,7 @@
 //! and run the real server in-process on port 0.
 
 pub mod auth;
+pub mod copy;
 pub mod error;
 pub mod extract;
 /// What the API accepts from clients, parsed and checked once: the very types and functions
@@ -15,6 +16,7 @@ pub mod input {
 }
 pub mod metrics;
 mod openapi;
+mod retention;
 mod routes;
 mod serve;
 pub mod settings;

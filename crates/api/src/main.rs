@@ -3,6 +3,7 @@
 //! ```text
 //! chatstore serve          # (the default) serve the HTTP API on PORT / the configured port
 //! chatstore token alice    # print a development JWT for user "alice"
+//! chatstore copy FROM TO   # copy every user's data from one database to another
 //! ```
 //!
 //! Configuration: `config/*.toml`, `APP_ENV`, `APP__SECTION__KEY`, `DATABASE_URL`, `PORT`
@@ -34,6 +35,15 @@ enum Command {
         /// The user id (the token's `sub`).
         user: String,
     },
+    /// Copy every user's data from one database to another (SQLite to PostgreSQL and back):
+    /// migrates both, copies user by user, resumes where an interrupted run stopped, and
+    /// verifies per-user record counts and digests at the end.
+    Copy {
+        /// The database to read (`sqlite://PATH?mode=rwc` or `postgres://...`).
+        from: String,
+        /// The database to write; each copied user's records there are replaced.
+        to: String,
+    },
 }
 
 #[tokio::main]
@@ -55,6 +65,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Token { user } => {
             let token = auth::mint_token(&settings.auth, &user).context("cannot make a token")?;
             println!("{token}");
+            Ok(())
+        }
+        Command::Copy { from, to } => {
+            let report = chatstore::copy::copy(&settings.database, &from, &to).await?;
+            println!(
+                "copied {} users ({} records); {} were already copied; every user verified",
+                report.copied, report.records, report.unchanged
+            );
             Ok(())
         }
     }

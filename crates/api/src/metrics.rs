@@ -23,6 +23,15 @@ struct RouteLabels {
     status: u16,
 }
 
+/// What the retention sweeper deleted, and under which rule.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetentionLabels {
+    /// `chat` or `thread`.
+    kind: &'static str,
+    /// `idle_days` or `inactive_days`.
+    rule: &'static str,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -30,6 +39,7 @@ pub struct Metrics {
     durations: Family<RouteLabels, Histogram>,
     pool_connections: Gauge,
     pool_idle: Gauge,
+    retention_deleted: Family<RetentionLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -57,11 +67,23 @@ impl Default for Metrics {
             "Idle database connections",
             pool_idle.clone(),
         );
-        Self { registry, requests, durations, pool_connections, pool_idle }
+        let retention_deleted = Family::<RetentionLabels, Counter>::default();
+        registry.register(
+            "retention_deleted",
+            "Conversations deleted for good by the retention sweeper",
+            retention_deleted.clone(),
+        );
+        Self { registry, requests, durations, pool_connections, pool_idle, retention_deleted }
     }
 }
 
 impl Metrics {
+    /// Counts `deleted` conversations of `kind` (`chat`, `thread`) that retention `rule`
+    /// (`idle_days`, `inactive_days`) removed.
+    pub fn count_retention(&self, kind: &'static str, rule: &'static str, deleted: u64) {
+        self.retention_deleted.get_or_create(&RetentionLabels { kind, rule }).inc_by(deleted);
+    }
+
     /// The Prometheus text exposition of every metric, with the pool gauges read now.
     pub fn render(&self, db: &Db) -> String {
         let (size, idle) = db.pool_status();

@@ -7,7 +7,9 @@ use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{attachment_content, chatkit, chats, console, health, run, sessions, threads};
+use crate::routes::{
+    attachment_content, chatkit, chats, console, data, health, run, sessions, threads,
+};
 
 /// The whole document: the shared parts below, plus each route module's own `Doc`.
 pub(crate) fn document() -> utoipa::openapi::OpenApi {
@@ -21,6 +23,7 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
     document.merge(run::Doc::openapi());
     document.merge(console::Doc::openapi());
     console::document_assets(&mut document);
+    document.merge(data::Doc::openapi());
     document_shared_rules(&mut document);
     document
 }

@@ -74,6 +74,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub idempotency: IdempotencySettings,
     pub attachments: AttachmentSettings,
+    pub import: ImportSettings,
+    pub retention: RetentionSettings,
     pub responder: ResponderSettings,
     pub auth: AuthSettings,
     pub log: LogSettings,
@@ -127,6 +129,34 @@ pub struct AttachmentSettings {
 impl AttachmentSettings {
     pub fn url_signing_secret(&self) -> Option<&str> {
         self.url_signing_secret.as_ref().map(ExposeSecret::expose_secret).filter(|s| !s.is_empty())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImportSettings {
+    /// Largest `POST /import` body, in bytes. The body is read line by line, never whole, so
+    /// this bounds the import's size, not the server's memory.
+    pub max_bytes: usize,
+}
+
+/// What the background sweeper deletes for good; both rules are off when unset.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RetentionSettings {
+    /// Conversations (chats with their items, ChatKit threads with theirs) not updated for
+    /// this many days.
+    pub idle_days: Option<u32>,
+    /// Chats soft-deleted this many days ago (counted from the soft delete).
+    pub inactive_days: Option<u32>,
+    /// How often the sweeper runs.
+    pub sweep_interval_secs: u64,
+    /// Conversations deleted per statement: each statement's locks are short.
+    pub batch_size: u64,
+}
+
+impl RetentionSettings {
+    /// Whether any rule is on (else no sweeper runs).
+    pub fn enabled(&self) -> bool {
+        self.idle_days.is_some() || self.inactive_days.is_some()
     }
 }
 
@@ -267,6 +297,22 @@ impl Settings {
         if self.idempotency.prune_interval_secs == 0 {
             return Err(SettingsError::Invalid(
                 "idempotency.prune_interval_secs must be positive".into(),
+            ));
+        }
+        if self.import.max_bytes == 0 {
+            return Err(SettingsError::Invalid("import.max_bytes must be positive".into()));
+        }
+        let retention = &self.retention;
+        if retention.sweep_interval_secs == 0 || retention.batch_size == 0 {
+            return Err(SettingsError::Invalid(
+                "retention.sweep_interval_secs and retention.batch_size must be positive".into(),
+            ));
+        }
+        if retention.idle_days == Some(0) || retention.inactive_days == Some(0) {
+            return Err(SettingsError::Invalid(
+                "retention.idle_days and retention.inactive_days must be at least 1 (leave them \
+                 unset to keep everything)"
+                    .into(),
             ));
         }
         if self.server.body_limit_bytes == 0 {

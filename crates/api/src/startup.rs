@@ -168,8 +168,8 @@ impl Application {
 }
 
 /// Opens the database (retrying while it wakes up, for `database.startup_timeout_secs`),
-/// migrates it when configured, then serves the whole API and prunes expired idempotency keys
-/// until aborted. Returns only when the database cannot be opened.
+/// migrates it when configured, then serves the whole API, prunes expired idempotency keys
+/// and sweeps by the retention rules until aborted. Returns only when the database cannot be opened.
 async fn open_database(
     settings: Settings,
     verifier: TokenVerifier,
@@ -187,6 +187,8 @@ async fn open_database(
     let full_reads = Arc::new(tokio::sync::Semaphore::new(
         (settings.database.max_connections as usize / 4).max(1),
     ));
+    let retention = settings.retention.clone();
+    let metrics = Arc::new(Metrics::default());
     let state = AppState {
         responder,
         full_reads,
@@ -194,11 +196,15 @@ async fn open_database(
         db: db.clone(),
         settings: Arc::new(settings),
         verifier,
-        metrics: Arc::new(Metrics::default()),
+        metrics: metrics.clone(),
     };
     serving.send_replace(Some(Serving { router: router(state), db: db.clone() }));
     tracing::info!("the database is open: serving every route");
-    prune_idempotency_keys(db, idempotency).await;
+    // Both run until this task is aborted (at shutdown).
+    tokio::join!(
+        prune_idempotency_keys(db.clone(), idempotency),
+        crate::retention::sweep_forever(db, retention, metrics),
+    );
     Ok(())
 }
 

@@ -17,6 +17,7 @@ use clap::Parser;
 use repositories::sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 mod chatkit;
+mod data;
 mod growth;
 mod http;
 mod sqlite;
@@ -34,8 +35,8 @@ struct Args {
     /// Interleaved rounds per comparison.
     #[arg(long, default_value_t = 10)]
     rounds: usize,
-    /// Run only these sections (turns, chatkit, growth, sqlite, reads, chats, tags, threads); all by
-    /// default.
+    /// Run only these sections (turns, chatkit, growth, sqlite, reads, chats, tags, threads,
+    /// data); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Seconds per row of the turn tables, split between chatstore and its reference.
@@ -406,7 +407,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = writeln!(report, "# Benchmarks\n");
     let _ = writeln!(
         report,
-        "Written by `chatstore-bench` on {} on {}.\n\nReproduce with `just bench` (a release build of `chatstore` and `chatstore-bench`, then `target/release/chatstore-bench --out BENCHMARKS.md`; `--only turns,chatkit,growth,sqlite,reads,chats,tags,threads` for some sections). \
+        "Written by `chatstore-bench` on {} on {}.\n\nReproduce with `just bench` (a release build of `chatstore` and `chatstore-bench`, then `target/release/chatstore-bench --out BENCHMARKS.md`; `--only turns,chatkit,growth,sqlite,reads,chats,tags,threads,data` for some sections). \
          Each table is measured in one run, with the things it compares interleaved round by round; \
          the machines are shared and noisy, so read the ratios, not the absolute times.\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
@@ -583,6 +584,16 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    if wanted("data") {
+        let _ = writeln!(
+            report,
+            "\n## Export, import and `chatstore copy`\n\n\
+             `GET /export` and `POST /import` of one user's data through a `chatstore serve` process, with the \
+             server's peak resident memory (VmHWM) along the way, then `chatstore copy` of every user to a fresh \
+             database of the other kind.\n"
+        );
+        data::data_throughput(&binary, &mut report).await?;
+    }
     let _ = writeln!(report, "\n{CHANGES}");
 
     std::fs::write(&args.out, &report)

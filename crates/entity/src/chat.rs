@@ -21,6 +21,8 @@ pub struct Model {
     /// The tags as a JSON array of strings; `chat_tags` holds the same set, for filtering.
     #[sea_orm(column_type = "Text")]
     pub tags: String,
+    /// When the chat was soft-deleted; `None` while it is active. Retention counts from it.
+    pub deleted_at: Option<DateTimeUtc>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -192,6 +192,7 @@ impl Chats<'_> {
                 updated_at: now,
                 metadata: metadata.as_str().to_owned(),
                 tags: tags.to_json(),
+                deleted_at: None,
             },
             items: items.iter().map(|item| (*item).to_owned()).collect(),
         })
@@ -291,6 +292,14 @@ impl Chats<'_> {
         }
         if let Some(is_active) = changes.is_active {
             update = update.col_expr(chat::Column::IsActive, Expr::value(is_active));
+            // A restore forgets the soft delete; deactivating an inactive chat keeps the
+            // time of its first soft delete, which retention counts from.
+            let deleted_at = if is_active {
+                Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None)
+            } else {
+                first_soft_delete(now)
+            };
+            update = update.col_expr(chat::Column::DeletedAt, deleted_at);
         }
         if let Some(metadata) = &changes.metadata {
             update = update.col_expr(chat::Column::Metadata, Expr::value(metadata.as_str()));
@@ -316,11 +325,14 @@ impl Chats<'_> {
     }
 
     /// Marks the chat inactive: it leaves lists and counts but stays readable by id.
+    /// A repeated soft delete keeps the time of the first, which retention counts from.
     pub async fn soft_delete(&self, user: &str, chat_id: &str) -> RepoResult<()> {
+        let now = now();
         let _writer = self.db.write_guard().await;
         let updated = chat::Entity::update_many()
             .col_expr(chat::Column::IsActive, Expr::value(false))
-            .col_expr(chat::Column::UpdatedAt, Expr::value(now()))
+            .col_expr(chat::Column::UpdatedAt, Expr::value(now))
+            .col_expr(chat::Column::DeletedAt, first_soft_delete(now))
             .filter(chat::Column::UserId.eq(user))
             .filter(chat::Column::ChatId.eq(chat_id))
             .exec(self.db.connection())
@@ -341,6 +353,12 @@ impl Chats<'_> {
         }
         Ok(())
     }
+}
+
+/// `deleted_at` as a soft delete at `now` leaves it: the first soft delete's time stays.
+fn first_soft_delete(now: chrono::DateTime<chrono::Utc>) -> Expr {
+    sea_orm::sea_query::Func::coalesce([Expr::col(chat::Column::DeletedAt), Expr::value(now)])
+        .into()
 }
 
 /// Makes `tags` the whole set of `chat_tags` rows of the chat, inside the caller's

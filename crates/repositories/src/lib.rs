@@ -15,6 +15,8 @@ mod id;
 mod json_depth;
 mod page;
 mod plans;
+mod records;
+mod retention;
 mod sessions;
 
 pub use attachment_contents::{AttachmentContents, Content};
@@ -27,5 +29,7 @@ pub use id::{Id, IdError, given_cursor, optional_cursor};
 pub use json_depth::{MAX_JSON_NESTING, nests_too_deep};
 pub use page::{Order, Page};
 pub use plans::QueryPlan;
+pub use records::{Exporter, Importer, KINDS, RecordKind, Records, user_tables};
+pub use retention::Retention;
 pub use sea_orm;
 pub use sessions::{IdempotencyKey, SessionReader, Sessions};

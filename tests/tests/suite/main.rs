@@ -24,6 +24,7 @@ mod fuzz_regressions;
 mod logs;
 mod migrations;
 mod operations;
+mod own_data;
 mod plans;
 mod review;
 mod sessions;

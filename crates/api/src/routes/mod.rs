@@ -17,6 +17,7 @@ pub(crate) mod attachment_content;
 pub(crate) mod chatkit;
 pub(crate) mod chats;
 pub(crate) mod console;
+pub(crate) mod data;
 pub(crate) mod health;
 pub(crate) mod run;
 pub(crate) mod sessions;
@@ -37,6 +38,7 @@ pub(crate) fn router(settings: &Settings) -> Router<AppState> {
         .merge(run::router())
         .merge(threads::router())
         .merge(console::router())
+        .merge(data::router())
 }
 
 /// A JSON response whose body is `text` as is (stored JSON, never re-encoded).
