@@ -7,7 +7,7 @@ use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{attachment_content, chatkit, chats, health, run, sessions, threads};
+use crate::routes::{attachment_content, chatkit, chats, health, run, search, sessions, threads};
 
 /// The whole document: the shared parts below, plus each route module's own `Doc`.
 pub(crate) fn document() -> utoipa::openapi::OpenApi {
@@ -19,6 +19,7 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
     document.merge(attachment_content::Doc::openapi());
     document.merge(chatkit::Doc::openapi());
     document.merge(run::Doc::openapi());
+    document.merge(search::Doc::openapi());
     document_shared_rules(&mut document);
     document
 }

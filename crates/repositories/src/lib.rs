@@ -15,6 +15,7 @@ mod id;
 mod json_depth;
 mod page;
 mod plans;
+mod search;
 mod sessions;
 
 pub use attachment_contents::{AttachmentContents, Content};
@@ -28,4 +29,8 @@ pub use json_depth::{MAX_JSON_NESTING, nests_too_deep};
 pub use page::{Order, Page};
 pub use plans::QueryPlan;
 pub use sea_orm;
+pub use search::{
+    IndexChange, ItemRef, MAX_QUERY_CHARS, Search, SearchCursor, SearchHit, SearchKind,
+    SearchRequest, SearchText,
+};
 pub use sessions::{IdempotencyKey, SessionReader, Sessions};

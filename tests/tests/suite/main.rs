@@ -24,4 +24,5 @@ mod migrations;
 mod operations;
 mod plans;
 mod review;
+mod search;
 mod sessions;

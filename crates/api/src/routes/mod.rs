@@ -18,6 +18,7 @@ pub(crate) mod chatkit;
 pub(crate) mod chats;
 pub(crate) mod health;
 pub(crate) mod run;
+pub(crate) mod search;
 pub(crate) mod sessions;
 pub(crate) mod threads;
 
@@ -35,6 +36,7 @@ pub(crate) fn router(settings: &Settings) -> Router<AppState> {
         .merge(chatkit::router())
         .merge(run::router())
         .merge(threads::router())
+        .merge(search::router())
 }
 
 /// A JSON response whose body is `text` as is (stored JSON, never re-encoded).
