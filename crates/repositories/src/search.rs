@@ -392,6 +392,7 @@ fn snippet(row: &sea_orm::QueryResult) -> RepoResult<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

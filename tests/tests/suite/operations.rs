@@ -75,6 +75,7 @@ async fn openapi_documents_every_route_and_docs_page_is_served(backend: Backend)
             ("/chats/{chat_id}", "delete"),
             ("/chatkit", "post"),
             ("/chat/run", "post"),
+            ("/search", "get"),
         ] {
             assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path}");
         }

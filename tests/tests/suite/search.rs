@@ -267,6 +267,13 @@ async fn matching_ignores_case_and_accents_and_the_last_word_is_a_prefix(backend
         assert!(hit["score"].as_f64().unwrap() > 0.0);
         assert!(hit["created_at"].as_str().unwrap().ends_with('Z'));
 
+        // Text without spaces is one word per run: found by the run's start, not its middle.
+        append(app, "alice", "jp", json!([{"role": "user", "content": "東京タワーに行った"}]))
+            .await;
+        assert_eq!(found(app, "alice", "東京").await, [session_hit("jp", 1)]);
+        assert_eq!(found(app, "alice", "東京タワーに行った").await, [session_hit("jp", 1)]);
+        assert!(found(app, "alice", "タワー").await.is_empty());
+
         // Escaped NUL and a lone surrogate are valid JSON that some databases refuse: the
         // write still succeeds, and the rest of the text is found.
         let raw =
