@@ -12,7 +12,7 @@
 //!   Session and thread items are indexed by statement-level triggers (one `INSERT ... SELECT`
 //!   per statement, whatever the batch size); titles by row-level ones.
 //! - SQLite: an FTS5 table (`unicode61`, diacritics removed) over `search_entries` as its
-//!   external content, kept in step by triggers on `search_entries`.
+//!   external content, written by the same triggers.
 //!
 //! `search_state.enabled` (one row) switches indexing off: the triggers then add nothing. The
 //! server writes it at start from `search.enabled`, emptying or rebuilding the index when it
@@ -299,6 +299,32 @@ fn sqlite_item_text(data: &str) -> String {
     )
 }
 
+/// Removes the entry that `condition` (over `OLD` or `NEW`) names, from the FTS index and
+/// from `search_entries`, on SQLite.
+fn sqlite_remove(condition: &str) -> String {
+    format!(
+        "INSERT INTO search_fts (search_fts, rowid, body)
+             SELECT 'delete', id, body FROM search_entries WHERE {condition};
+         DELETE FROM search_entries WHERE {condition};"
+    )
+}
+
+/// Adds the entry `select` makes (its columns as `search_entries`' without `id`; no row when
+/// there is nothing to index), which `condition` names, and indexes it, on SQLite. The caller
+/// removed any earlier entry of the key first.
+fn sqlite_add(select: &str, condition: &str) -> String {
+    format!(
+        "INSERT INTO search_entries (user_id, kind, conversation_id, item_key, body, created_at)
+             {select};
+         INSERT INTO search_fts (rowid, body)
+             SELECT id, body FROM search_entries WHERE {condition};"
+    )
+}
+
+/// The SQLite schema. The FTS index is written by the source tables' triggers themselves, not
+/// by triggers on `search_entries`: SQLite 3.51 fails the first statement a connection
+/// prepares after loading the schema (`no such table`) when the FTS table is reached through
+/// triggers two levels deep.
 fn sqlite_up() -> Vec<String> {
     let mut statements: Vec<String> = vec![
         STATE_TABLE.into(),
@@ -319,52 +345,39 @@ fn sqlite_up() -> Vec<String> {
             body, content = 'search_entries', content_rowid = 'id',
             tokenize = 'unicode61 remove_diacritics 2')"
             .into(),
-        "CREATE TRIGGER search_entries_insert AFTER INSERT ON search_entries BEGIN
-             INSERT INTO search_fts (rowid, body) VALUES (NEW.id, NEW.body);
-         END"
-        .into(),
-        "CREATE TRIGGER search_entries_delete AFTER DELETE ON search_entries BEGIN
-             INSERT INTO search_fts (search_fts, rowid, body) VALUES ('delete', OLD.id, OLD.body);
-         END"
-        .into(),
-        "CREATE TRIGGER search_entries_update AFTER UPDATE ON search_entries BEGIN
-             INSERT INTO search_fts (search_fts, rowid, body) VALUES ('delete', OLD.id, OLD.body);
-             INSERT INTO search_fts (rowid, body) VALUES (NEW.id, NEW.body);
-         END"
-        .into(),
     ];
     let mut sources = Vec::new();
     for (table, kind, conversation, _, key) in ITEM_SOURCES {
-        // Gated on `search_state.enabled` by a join, so that an update's delete above it
+        let entry = |row: &str| {
+            format!(
+                "user_id = {row}.user_id AND kind = '{kind}' \
+                 AND conversation_id = {row}.{conversation} AND item_key = {}",
+                key.replace("r.", &format!("{row}."))
+            )
+        };
+        // Gated on `search_state.enabled` by a join, so that an update's removal before it
         // still runs when indexing is off.
         let text = sqlite_item_text("NEW.data");
-        let new_key = key.replace("r.", "NEW.");
-        let upsert = format!(
-            "INSERT INTO search_entries
-                 (user_id, kind, conversation_id, item_key, body, created_at)
-             SELECT NEW.user_id, '{kind}', NEW.{conversation}, {new_key}, body, NEW.created_at
+        let select = format!(
+            "SELECT NEW.user_id, '{kind}', NEW.{conversation}, {}, body, NEW.created_at
              FROM search_state, (SELECT {text} AS body)
-             WHERE search_state.enabled AND body <> ''
-             ON CONFLICT (user_id, kind, conversation_id, item_key)
-             DO UPDATE SET body = excluded.body, created_at = excluded.created_at;"
+             WHERE search_state.enabled AND body <> ''",
+            key.replace("r.", "NEW.")
         );
-        let delete = format!(
-            "DELETE FROM search_entries
-             WHERE user_id = OLD.user_id AND kind = '{kind}'
-               AND conversation_id = OLD.{conversation}
-               AND item_key = {};",
-            key.replace("r.", "OLD.")
-        );
+        let add = sqlite_add(&select, &entry("NEW"));
+        let (remove_old, remove_new) = (sqlite_remove(&entry("OLD")), sqlite_remove(&entry("NEW")));
         // The insert trigger is skipped whole when indexing is off: no JSON is read.
         statements.push(format!(
             "CREATE TRIGGER search_{table}_insert AFTER INSERT ON {table}
-             WHEN (SELECT enabled FROM search_state) BEGIN {upsert} END"
+             WHEN (SELECT enabled FROM search_state) BEGIN {remove_new} {add} END"
         ));
         statements.push(format!(
-            "CREATE TRIGGER search_{table}_delete AFTER DELETE ON {table} BEGIN {delete} END"
+            "CREATE TRIGGER search_{table}_delete AFTER DELETE ON {table} BEGIN {remove_old} END"
         ));
         statements.push(format!(
-            "CREATE TRIGGER search_{table}_update AFTER UPDATE ON {table} BEGIN {delete} {upsert} END"
+            "CREATE TRIGGER search_{table}_update AFTER UPDATE ON {table} BEGIN
+                 {remove_old} {remove_new} {add}
+             END"
         ));
         let text = sqlite_item_text("r.data");
         let key = key.replace("r.", "");
@@ -375,31 +388,30 @@ fn sqlite_up() -> Vec<String> {
         ));
     }
     for (table, kind, conversation) in TITLE_SOURCES {
-        let delete = format!(
-            "DELETE FROM search_entries
-             WHERE user_id = OLD.user_id AND kind = '{kind}'
-               AND conversation_id = OLD.{conversation} AND item_key = '';"
-        );
-        let insert = format!(
-            "INSERT INTO search_entries
-                 (user_id, kind, conversation_id, item_key, body, created_at)
-             SELECT NEW.user_id, '{kind}', NEW.{conversation}, '',
+        let entry = |row: &str| {
+            format!(
+                "user_id = {row}.user_id AND kind = '{kind}' \
+                 AND conversation_id = {row}.{conversation} AND item_key = ''"
+            )
+        };
+        let select = format!(
+            "SELECT NEW.user_id, '{kind}', NEW.{conversation}, '',
                     substr(NEW.title, 1, {MAX_INDEXED_CHARS}), NEW.created_at
-             FROM search_state WHERE enabled AND NEW.title <> ''
-             ON CONFLICT (user_id, kind, conversation_id, item_key)
-             DO UPDATE SET body = excluded.body, created_at = excluded.created_at;"
+             FROM search_state WHERE enabled AND NEW.title <> ''"
         );
+        let add = sqlite_add(&select, &entry("NEW"));
+        let (remove_old, remove_new) = (sqlite_remove(&entry("OLD")), sqlite_remove(&entry("NEW")));
         statements.push(format!(
             "CREATE TRIGGER search_{table}_insert AFTER INSERT ON {table}
-             WHEN NEW.title IS NOT NULL BEGIN {insert} END"
+             WHEN NEW.title IS NOT NULL BEGIN {remove_new} {add} END"
         ));
         statements.push(format!(
             "CREATE TRIGGER search_{table}_update AFTER UPDATE OF title ON {table}
-             WHEN OLD.title IS NOT NEW.title BEGIN {delete} {insert} END"
+             WHEN OLD.title IS NOT NEW.title BEGIN {remove_old} {add} END"
         ));
         statements.push(format!(
             "CREATE TRIGGER search_{table}_delete AFTER DELETE ON {table}
-             WHEN OLD.title IS NOT NULL BEGIN {delete} END"
+             WHEN OLD.title IS NOT NULL BEGIN {remove_old} END"
         ));
         sources.push(format!(
             "SELECT user_id, '{kind}', {conversation}, '', substr(title, 1, {MAX_INDEXED_CHARS}),

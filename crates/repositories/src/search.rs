@@ -332,9 +332,17 @@ impl Search<'_> {
                      FROM search_sources",
                 )
                 .await?;
+            if backend == DbBackend::Sqlite {
+                txn.execute_unprepared("INSERT INTO search_fts (search_fts) VALUES ('rebuild')")
+                    .await?;
+            }
             IndexChange::Rebuilt(rebuilt.rows_affected())
         } else {
             txn.execute_unprepared("DELETE FROM search_entries").await?;
+            if backend == DbBackend::Sqlite {
+                txn.execute_unprepared("INSERT INTO search_fts (search_fts) VALUES ('delete-all')")
+                    .await?;
+            }
             IndexChange::Emptied
         };
         txn.commit().await?;
