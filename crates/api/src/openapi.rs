@@ -8,7 +8,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::routes::{
-    attachment_content, chatkit, chats, console, data, health, run, sessions, threads,
+    attachment_content, chatkit, chats, console, data, health, run, search, sessions, threads,
 };
 
 /// The whole document: the shared parts below, plus each route module's own `Doc`.
@@ -24,6 +24,7 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
     document.merge(console::Doc::openapi());
     console::document_assets(&mut document);
     document.merge(data::Doc::openapi());
+    document.merge(search::Doc::openapi());
     document_shared_rules(&mut document);
     document
 }

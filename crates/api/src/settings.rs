@@ -79,6 +79,7 @@ pub struct Settings {
     pub responder: ResponderSettings,
     pub auth: AuthSettings,
     pub log: LogSettings,
+    pub search: SearchSettings,
 }
 
 fn default_environment() -> AppEnvironment {
@@ -192,6 +193,14 @@ impl AuthSettings {
     pub fn audience(&self) -> Option<&str> {
         self.audience.as_deref().filter(|s| !s.is_empty())
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SearchSettings {
+    /// Whether writes are indexed for `GET /search`. The server writes it into the database at
+    /// start: switching off empties the index, switching back on rebuilds it from every stored
+    /// conversation. Off, `GET /search` answers `404`.
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -13,7 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::{ListenerExt, TapIo};
-use repositories::Db;
+use repositories::{Db, IndexChange};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
@@ -182,6 +182,7 @@ async fn open_database(
     if settings.database.migrate_on_start {
         db.migrate().await.context("cannot migrate the database")?;
     }
+    configure_search(&db, settings.search.enabled).await?;
     let idempotency = settings.idempotency.clone();
     let urls = UrlSigner::new(settings.attachments.url_signing_secret(), settings.auth.secret());
     let full_reads = Arc::new(tokio::sync::Semaphore::new(
@@ -205,6 +206,19 @@ async fn open_database(
         prune_idempotency_keys(db.clone(), idempotency),
         crate::retention::sweep_forever(db, retention, metrics),
     );
+    Ok(())
+}
+
+/// Applies `search.enabled` to the database's index (see `Search::configure`).
+async fn configure_search(db: &Db, enabled: bool) -> anyhow::Result<()> {
+    let change = db.search().configure(enabled).await.context("cannot apply search.enabled")?;
+    match change {
+        IndexChange::Unchanged => {}
+        IndexChange::Rebuilt(entries) => {
+            tracing::info!(entries, "search switched on: the index was rebuilt");
+        }
+        IndexChange::Emptied => tracing::info!("search switched off: the index was emptied"),
+    }
     Ok(())
 }
 

@@ -20,6 +20,7 @@ mod chatkit;
 mod data;
 mod growth;
 mod http;
+mod search;
 mod sqlite;
 mod turns;
 
@@ -36,7 +37,7 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     rounds: usize,
     /// Run only these sections (turns, chatkit, growth, sqlite, reads, chats, tags, threads,
-    /// data); all by default.
+    /// data, search); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Seconds per row of the turn tables, split between chatstore and its reference.
@@ -45,6 +46,12 @@ struct Args {
     /// How many times each row of the turn tables alternates chatstore and its reference.
     #[arg(long, default_value_t = 3)]
     turn_rounds: u32,
+    /// The searching user's items in the search table.
+    #[arg(long, default_value_t = 1_000_000)]
+    search_items: usize,
+    /// Every user's items in the search table.
+    #[arg(long, default_value_t = 5_000_000)]
+    search_total: usize,
 }
 
 /// Latencies of one series of requests.
@@ -407,7 +414,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = writeln!(report, "# Benchmarks\n");
     let _ = writeln!(
         report,
-        "Written by `chatstore-bench` on {} on {}.\n\nReproduce with `just bench` (a release build of `chatstore` and `chatstore-bench`, then `target/release/chatstore-bench --out BENCHMARKS.md`; `--only turns,chatkit,growth,sqlite,reads,chats,tags,threads,data` for some sections). \
+        "Written by `chatstore-bench` on {} on {}.\n\nReproduce with `just bench` (a release build of `chatstore` and `chatstore-bench`, then `target/release/chatstore-bench --out BENCHMARKS.md`; `--only turns,chatkit,growth,sqlite,reads,chats,tags,threads,data,search` for some sections). \
          Each table is measured in one run, with the things it compares interleaved round by round; \
          the machines are shared and noisy, so read the ratios, not the absolute times.\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
@@ -594,6 +601,48 @@ async fn main() -> anyhow::Result<()> {
         );
         data::data_throughput(&binary, &mut report).await?;
     }
+    if wanted("search") {
+        let sizes = search::SearchSizes {
+            items: args.search_items,
+            total: args.search_total,
+            rounds: args.rounds,
+            requests: (args.requests / 10).max(4),
+        };
+        let _ = writeln!(
+            report,
+            "\n## Search next to a `LIKE` scan\n\n\
+         `GET /search`'s query (through the repositories, without HTTP: `limit=20`, best first) for one user with \
+         {} session items among {} in the table (the rest belong to {} other users, in chats of 1,000 items), \
+         next to `SELECT ... WHERE user_id = $1 AND data LIKE '%word%' ORDER BY chat_id, position LIMIT 20` on \
+         the same rows; loaded in bulk with SQL, the search triggers indexing as for any write; {} rounds, \
+         alternating, of {} searches and {} scans. The load column is the time to load and index the table.\n\n\
+         | database | word | search p50 | p99 | `LIKE` p50 | p99 | `LIKE` / search (p50) | load |\n\
+         |---|---|---|---|---|---|---|---|",
+            sizes.items,
+            sizes.total,
+            50,
+            sizes.rounds,
+            sizes.requests,
+            (sizes.requests / 4).max(1),
+        );
+        for backend in [Backend::Postgres, Backend::Sqlite] {
+            search::search_latency(backend, sizes, &mut report).await?;
+        }
+        let _ = writeln!(
+            report,
+            "\nRanking reads every match (best first needs them all), so a word in 1 of 100 items costs \
+         more than a rare one, while the unranked scan stops at its 20th row.\n\n\
+         Turns (as in the first table) at 16 clients, with search indexing on and off: two servers, each on \
+         a database of its own (the setting is per database), alternating {} times, {} s in all.\n\n\
+         | database | indexing on turns/s | p50 | p99 | off turns/s | p50 | p99 | on / off |\n\
+         |---|---|---|---|---|---|---|---|",
+            args.turn_rounds, args.turn_seconds
+        );
+        for backend in [Backend::Postgres, Backend::Sqlite] {
+            search::indexing_cost(backend, &turn_args, &mut report).await?;
+        }
+    }
+
     let _ = writeln!(report, "\n{CHANGES}");
 
     std::fs::write(&args.out, &report)

@@ -114,6 +114,19 @@ impl DatabaseSettings {
                 .busy_timeout(busy_timeout)
                 .foreign_keys(true)
         });
+        // A connection whose cached schema is out of date (the migrations ran on another
+        // connection, or another process changed the schema) recompiles on its next statement.
+        // SQLite 3.51 gets that wrong for a DELETE whose triggers write the search index: the
+        // first such statement fails with `no such table`. Reading the schema table first
+        // brings the connection's schema up to date, so every statement a pooled connection
+        // runs starts from a current schema. (The held hot-path connections only insert and
+        // read.)
+        options.map_sqlx_sqlite_before_acquire(|connection, _| {
+            Box::pin(async move {
+                sqlx::query("SELECT 1 FROM sqlite_schema LIMIT 1").execute(connection).await?;
+                Ok(true)
+            })
+        });
         options
     }
 }

@@ -17,6 +17,7 @@ mod page;
 mod plans;
 mod records;
 mod retention;
+mod search;
 mod sessions;
 
 pub use attachment_contents::{AttachmentContents, Content};
@@ -32,4 +33,8 @@ pub use plans::QueryPlan;
 pub use records::{Exporter, Importer, KINDS, RecordKind, Records, user_tables};
 pub use retention::Retention;
 pub use sea_orm;
+pub use search::{
+    IndexChange, ItemRef, MAX_QUERY_CHARS, Search, SearchCursor, SearchHit, SearchKind,
+    SearchRequest, SearchText,
+};
 pub use sessions::{IdempotencyKey, SessionReader, Sessions};

@@ -27,4 +27,5 @@ mod operations;
 mod own_data;
 mod plans;
 mod review;
+mod search;
 mod sessions;

@@ -78,6 +78,7 @@ async fn openapi_documents_every_route_and_docs_page_is_served(backend: Backend)
             ("/export", "get"),
             ("/import", "post"),
             ("/me/data", "delete"),
+            ("/search", "get"),
         ] {
             assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path}");
         }

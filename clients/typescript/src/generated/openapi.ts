@@ -424,6 +424,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/search": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Finds the caller's conversations by what was said in them, best match first.
+         * @description Text is taken from message `content` (a string, or its `input_text` and `output_text`
+         *     parts) of session and ChatKit thread items, and from chat and thread titles. Matching
+         *     ignores case and accents; words are found whole, except the last word of `q`, which also
+         *     matches as a prefix. Text written without spaces between words (Chinese, Japanese, Thai)
+         *     is indexed as whole runs, so only a run's start finds it (see the README).
+         */
+        get: operations["search"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/sessions/{session_id}/items": {
         parameters: {
             query?: never;
@@ -789,6 +813,34 @@ export interface components {
         FeedbackList: {
             data: components["schemas"]["ItemFeedback"][];
         };
+        /** @description One text that matched. */
+        Hit: {
+            /** @description The chat id or thread id. */
+            conversation_id: string;
+            /** @description RFC 3339, UTC: when the item was written; for a title, when the conversation was made. */
+            created_at: string;
+            item_ref?: components["schemas"]["HitItemRef"] | null;
+            kind: components["schemas"]["HitKind"];
+            /**
+             * Format: double
+             * @description Larger is better. Comparable only within one search (PostgreSQL's `ts_rank`, SQLite's
+             *     negated `bm25`).
+             */
+            score: number;
+            /** @description A short excerpt of the text around the words found, without markup. */
+            snippet: string;
+            /** @description The conversation's title, if it has one. */
+            title?: string | null;
+        };
+        /** @description Where the hit is inside its conversation. */
+        HitItemRef: {
+            /** Format: int64 */
+            position: number;
+        } | {
+            item_id: string;
+        };
+        /** @enum {string} */
+        HitKind: "session" | "thread";
         Imported: {
             /**
              * Format: int64
@@ -850,6 +902,16 @@ export interface components {
             /** @description The assistant's answer. */
             output: string;
             session_id: string;
+        };
+        /** @description A page of hits, best first. */
+        SearchPage: {
+            /**
+             * @description Pass as `after` (with the same `q`, `kind` and `include_inactive`) for the next page,
+             *     when `has_more`.
+             */
+            after?: string | null;
+            data: components["schemas"]["Hit"][];
+            has_more: boolean;
         };
         /** @description One event of a `text/event-stream` answer, as the OpenAPI document describes it. */
         ServerSentEvent: {
@@ -2287,6 +2349,79 @@ export interface operations {
                 };
             };
             /** @description The database is unreachable, or not open yet: the server is starting */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    search: {
+        parameters: {
+            query: {
+                /**
+                 * @description The words to find (1 to 1,000 characters, at least one letter or digit). Every word
+                 *     must match, case and accents aside; the last one also matches as the start of a word.
+                 */
+                q: string;
+                /**
+                 * @description `all` (default), `sessions` (chats: their titles and session items) or `threads`
+                 *     (ChatKit threads: their titles and items).
+                 */
+                kind?: "all" | "sessions" | "threads";
+                /** @description Include the hits of soft-deleted chats. */
+                include_inactive?: boolean;
+                /** @description 1 to 100; default 20. */
+                limit?: number;
+                /** @description The `after` of the previous page (opaque), for the next one. */
+                after?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of hits */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SearchPage"];
+                };
+            };
+            /** @description Empty or too long `q`, bad `kind`, `limit` or `after` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Search is switched off on this server (`search.enabled = false`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
             503: {
                 headers: {
                     [name: string]: unknown;

@@ -20,6 +20,7 @@ pub(crate) mod console;
 pub(crate) mod data;
 pub(crate) mod health;
 pub(crate) mod run;
+pub(crate) mod search;
 pub(crate) mod sessions;
 pub(crate) mod threads;
 
@@ -39,6 +40,7 @@ pub(crate) fn router(settings: &Settings) -> Router<AppState> {
         .merge(threads::router())
         .merge(console::router())
         .merge(data::router())
+        .merge(search::router())
 }
 
 /// A JSON response whose body is `text` as is (stored JSON, never re-encoded).

@@ -1,0 +1,430 @@
+//! `GET /search`: every write path keeps the index in step (checked through HTTP and in the
+//! index table), tenancy, soft-deleted chats, matching rules, ranking and snippets, paging
+//! through ties, bad input, and `search.enabled`.
+
+use std::collections::BTreeSet;
+
+use chatstore_tests::{Answer, Backend, TestApp, dual_backend_tests, with_app, with_database};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// A page of `user`'s hits for the query string `query` (already URL-encoded).
+async fn search(app: &TestApp, user: &str, query: &str) -> Value {
+    let answer = app.get(&format!("/search?{query}"), user).await;
+    assert_eq!(answer.status, 200, "{query}: {}", answer.text);
+    answer.json()
+}
+
+/// The hits of a page as `(kind, conversation_id, item_ref)`.
+fn hits(page: &Value) -> Vec<(String, String, Value)> {
+    page["data"]
+        .as_array()
+        .expect("a page has data")
+        .iter()
+        .map(|hit| {
+            (
+                hit["kind"].as_str().unwrap().to_owned(),
+                hit["conversation_id"].as_str().unwrap().to_owned(),
+                hit["item_ref"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// `user`'s hits for the single word `word`.
+async fn found(app: &TestApp, user: &str, word: &str) -> Vec<(String, String, Value)> {
+    hits(&search(app, user, &format!("q={word}&include_inactive=true")).await)
+}
+
+fn session_hit(chat: &str, position: i64) -> (String, String, Value) {
+    ("session".into(), chat.into(), json!({ "position": position }))
+}
+
+fn title_hit(kind: &str, conversation: &str) -> (String, String, Value) {
+    (kind.into(), conversation.into(), Value::Null)
+}
+
+fn thread_hit(thread: &str, item: &str) -> (String, String, Value) {
+    ("thread".into(), thread.into(), json!({ "item_id": item }))
+}
+
+async fn entries(app: &TestApp, user: &str) -> i64 {
+    app.db.search().entry_count(user).await.unwrap()
+}
+
+async fn append(app: &TestApp, user: &str, session: &str, items: Value) {
+    let body = json!({ "items": items }).to_string();
+    let answer = app.post(&format!("/sessions/{session}/items"), user, &body).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+}
+
+async fn put(app: &TestApp, path: &str, user: &str, body: &Value) -> Answer {
+    app.send(Method::PUT, path, user, Some(&body.to_string())).await
+}
+
+fn thread(id: &str, title: Option<&str>) -> Value {
+    json!({"id": id, "title": title, "created_at": "2025-10-06T12:00:00Z",
+           "status": {"type": "active"}, "metadata": {}})
+}
+
+fn user_message(id: &str, thread: &str, text: &str) -> Value {
+    json!({"id": id, "thread_id": thread, "created_at": "2025-10-06T12:00:01Z",
+           "type": "user_message", "content": [{"type": "input_text", "text": text}],
+           "attachments": [], "inference_options": {}})
+}
+
+async fn session_writes_keep_the_index_in_step(backend: Backend) {
+    with_app(backend, async |app| {
+        // Append: a string `content`, then parts (only the text parts count).
+        append(app, "alice", "s", json!([{"role": "user", "content": "where do zebras sleep"}]))
+            .await;
+        append(
+            app,
+            "alice",
+            "s",
+            json!([{"type": "message", "role": "assistant", "content": [
+                {"type": "output_text", "text": "zebras sleep standing", "annotations": []},
+                {"type": "refusal", "refusal": "giraffe"}]},
+                {"type": "function_call", "call_id": "c", "name": "zebra_lookup", "arguments": "{}"}]),
+        )
+        .await;
+        assert_eq!(found(app, "alice", "zebras").await.len(), 2);
+        assert_eq!(found(app, "alice", "standing").await, [session_hit("s", 2)]);
+        assert!(found(app, "alice", "giraffe").await.is_empty(), "refusals are not text");
+        assert!(found(app, "alice", "zebra_lookup").await.is_empty(), "nor tool calls");
+        assert_eq!(entries(app, "alice").await, 2);
+
+        // Pop: the newest item (the tool call, not indexed), then the answer.
+        for _ in 0..2 {
+            let popped = app.post("/sessions/s/pop", "alice", "").await;
+            assert_eq!(popped.status, 200, "{}", popped.text);
+        }
+        assert!(found(app, "alice", "standing").await.is_empty());
+        assert_eq!(found(app, "alice", "zebras").await, [session_hit("s", 1)]);
+        assert_eq!(entries(app, "alice").await, 1);
+        // A new item at the popped position is the new text only.
+        append(app, "alice", "s", json!([{"role": "user", "content": "okapi"}])).await;
+        assert_eq!(found(app, "alice", "okapi").await, [session_hit("s", 2)]);
+
+        // Clear: every item goes.
+        let cleared = app.delete("/sessions/s/items", "alice").await;
+        assert_eq!(cleared.status, 204, "{}", cleared.text);
+        assert!(found(app, "alice", "zebras").await.is_empty());
+        assert!(found(app, "alice", "okapi").await.is_empty());
+        assert_eq!(entries(app, "alice").await, 0);
+
+        // A title, its change, and a replaced conversation.
+        let body = json!({"title": "Safari plans", "conversation": [{"role": "user", "content": "lions"}]});
+        assert_eq!(put(app, "/chats/s", "alice", &body).await.status, 200);
+        assert_eq!(found(app, "alice", "safari").await, [title_hit("session", "s")]);
+        assert_eq!(found(app, "alice", "lions").await, [session_hit("s", 1)]);
+        let body = json!({"title": "Beach plans", "conversation": [{"role": "user", "content": "waves"}]});
+        assert_eq!(put(app, "/chats/s", "alice", &body).await.status, 200);
+        assert!(found(app, "alice", "safari").await.is_empty());
+        assert!(found(app, "alice", "lions").await.is_empty());
+        assert_eq!(found(app, "alice", "beach").await, [title_hit("session", "s")]);
+        assert_eq!(found(app, "alice", "waves").await, [session_hit("s", 1)]);
+        assert_eq!(put(app, "/chats/s", "alice", &json!({"title": null})).await.status, 200);
+        assert!(found(app, "alice", "beach").await.is_empty());
+        assert_eq!(entries(app, "alice").await, 1);
+
+        // A chat made with a title and items, then deleted for good.
+        let body = json!({"chat_id": "c2", "title": "Waves report",
+                          "conversation": [{"role": "user", "content": "big waves"}]});
+        assert_eq!(app.post("/chats", "alice", &body.to_string()).await.status, 201);
+        assert_eq!(found(app, "alice", "waves").await.len(), 3);
+        let deleted = app.delete("/chats/c2?hard=true", "alice").await;
+        assert_eq!(deleted.status, 204, "{}", deleted.text);
+        assert_eq!(found(app, "alice", "waves").await, [session_hit("s", 1)]);
+        assert_eq!(entries(app, "alice").await, 1);
+    })
+    .await;
+}
+
+async fn thread_writes_keep_the_index_in_step(backend: Backend) {
+    with_app(backend, async |app| {
+        let created = put(app, "/threads/t1", "alice", &thread("t1", Some("Trip to Lisbon"))).await;
+        assert_eq!(created.status, 200, "{}", created.text);
+        assert_eq!(found(app, "alice", "lisbon").await, [title_hit("thread", "t1")]);
+
+        let item = user_message("i1", "t1", "book a tram ticket");
+        let added = app.post("/threads/t1/items", "alice", &item.to_string()).await;
+        assert_eq!(added.status, 201, "{}", added.text);
+        assert_eq!(found(app, "alice", "tram").await, [thread_hit("t1", "i1")]);
+
+        // Saving the item again with new text replaces its entry.
+        let item = user_message("i1", "t1", "book a ferry ticket");
+        let saved = put(app, "/threads/t1/items/i1", "alice", &item).await;
+        assert_eq!(saved.status, 200, "{}", saved.text);
+        assert!(found(app, "alice", "tram").await.is_empty());
+        assert_eq!(found(app, "alice", "ferry").await, [thread_hit("t1", "i1")]);
+
+        // A new title replaces the old one.
+        let renamed = put(app, "/threads/t1", "alice", &thread("t1", Some("Trip to Porto"))).await;
+        assert_eq!(renamed.status, 200, "{}", renamed.text);
+        assert!(found(app, "alice", "lisbon").await.is_empty());
+        assert_eq!(found(app, "alice", "porto").await, [title_hit("thread", "t1")]);
+
+        let deleted = app.delete("/threads/t1/items/i1", "alice").await;
+        assert_eq!(deleted.status, 204, "{}", deleted.text);
+        assert!(found(app, "alice", "ferry").await.is_empty());
+
+        let item = user_message("i2", "t1", "pastel de nata");
+        assert_eq!(app.post("/threads/t1/items", "alice", &item.to_string()).await.status, 201);
+        assert_eq!(entries(app, "alice").await, 2);
+        let deleted = app.delete("/threads/t1", "alice").await;
+        assert_eq!(deleted.status, 204, "{}", deleted.text);
+        assert!(found(app, "alice", "nata").await.is_empty());
+        assert!(found(app, "alice", "porto").await.is_empty());
+        assert_eq!(entries(app, "alice").await, 0);
+    })
+    .await;
+}
+
+async fn another_users_text_is_never_found(backend: Backend) {
+    with_app(backend, async |app| {
+        append(app, "alice", "same", json!([{"role": "user", "content": "alice secret plan"}]))
+            .await;
+        let body = json!({"chat_id": "c", "title": "secret title"});
+        assert_eq!(app.post("/chats", "alice", &body.to_string()).await.status, 201);
+        assert_eq!(
+            put(app, "/threads/t", "alice", &thread("t", Some("secret thread"))).await.status,
+            200
+        );
+        assert_eq!(found(app, "alice", "secret").await.len(), 3);
+
+        assert!(found(app, "bob", "secret").await.is_empty());
+        assert!(found(app, "bob", "sec").await.is_empty());
+        // Bob's own chat of the same id holds his words only.
+        append(app, "bob", "same", json!([{"role": "user", "content": "bob secret"}])).await;
+        let page = search(app, "bob", "q=secret").await;
+        assert_eq!(hits(&page), [session_hit("same", 1)]);
+        assert!(page["data"][0]["snippet"].as_str().unwrap().contains("bob"));
+        assert_eq!(found(app, "alice", "secret").await.len(), 3);
+        assert_eq!(entries(app, "bob").await, 1);
+    })
+    .await;
+}
+
+async fn soft_deleted_chats_are_left_out_unless_asked(backend: Backend) {
+    with_app(backend, async |app| {
+        append(app, "alice", "kept", json!([{"role": "user", "content": "marmalade"}])).await;
+        append(app, "alice", "gone", json!([{"role": "user", "content": "marmalade toast"}])).await;
+        assert_eq!(
+            put(app, "/threads/t", "alice", &thread("t", Some("marmalade"))).await.status,
+            200
+        );
+        assert_eq!(app.delete("/chats/gone", "alice").await.status, 204);
+
+        let active = hits(&search(app, "alice", "q=marmalade").await);
+        assert_eq!(active.len(), 2);
+        assert!(!active.contains(&session_hit("gone", 1)));
+        let all = hits(&search(app, "alice", "q=marmalade&include_inactive=true").await);
+        assert_eq!(all.len(), 3);
+        assert!(all.contains(&session_hit("gone", 1)));
+        // Soft delete keeps the entries; restoring brings the hit back.
+        assert_eq!(entries(app, "alice").await, 3);
+        assert_eq!(put(app, "/chats/gone", "alice", &json!({"is_active": true})).await.status, 200);
+        assert_eq!(hits(&search(app, "alice", "q=marmalade").await).len(), 3);
+
+        // `kind` narrows to chats or threads.
+        let sessions = hits(&search(app, "alice", "q=marmalade&kind=sessions").await);
+        assert!(sessions.iter().all(|(kind, _, _)| kind == "session"));
+        assert_eq!(sessions.len(), 2);
+        assert_eq!(
+            hits(&search(app, "alice", "q=marmalade&kind=threads").await),
+            [title_hit("thread", "t")]
+        );
+    })
+    .await;
+}
+
+async fn matching_ignores_case_and_accents_and_the_last_word_is_a_prefix(backend: Backend) {
+    with_app(backend, async |app| {
+        let text = "Crème BRÛLÉE at the Café, see example.com";
+        append(app, "alice", "s", json!([{"role": "user", "content": text}])).await;
+        let one = [session_hit("s", 1)];
+        for query in [
+            "creme",
+            "CRÈME",
+            "creme%20brulee",
+            "brulee%20creme",
+            "cafe",
+            "caf",
+            "creme%20bru",
+            "example.com",
+            "example.co",
+        ] {
+            assert_eq!(found(app, "alice", query).await, one, "{query}");
+        }
+        // Only the last word is a prefix; every word must match.
+        for query in ["cre%20brulee", "creme%20custard", "brul%C3%A9es"] {
+            assert!(found(app, "alice", query).await.is_empty(), "{query}");
+        }
+        let hit = &search(app, "alice", "q=cafe").await["data"][0];
+        assert_eq!(hit["snippet"].as_str().unwrap().trim(), text);
+        assert_eq!(hit["title"], Value::Null);
+        assert!(hit["score"].as_f64().unwrap() > 0.0);
+        assert!(hit["created_at"].as_str().unwrap().ends_with('Z'));
+
+        // Text without spaces is one word per run: found by the run's start, not its middle.
+        append(app, "alice", "jp", json!([{"role": "user", "content": "東京タワーに行った"}]))
+            .await;
+        assert_eq!(found(app, "alice", "東京").await, [session_hit("jp", 1)]);
+        assert_eq!(found(app, "alice", "東京タワーに行った").await, [session_hit("jp", 1)]);
+        assert!(found(app, "alice", "タワー").await.is_empty());
+
+        // Escaped NUL and a lone surrogate are valid JSON that some databases refuse: the
+        // write still succeeds, and the rest of the text is found.
+        let raw =
+            r#"{"items": [{"role": "user", "content": "nul\u0000here and \ud800 lone, wombat"}]}"#;
+        let answer = app.post("/sessions/odd/items", "alice", raw).await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        assert_eq!(found(app, "alice", "wombat").await, [session_hit("odd", 1)]);
+    })
+    .await;
+}
+
+async fn ranking_and_snippets_are_sensible(backend: Backend) {
+    with_app(backend, async |app| {
+        let filler = "the weather was mild and the road was long ".repeat(40);
+        let long = format!("{filler} we finally found a quince tree {filler}");
+        append(
+            app,
+            "alice",
+            "s",
+            json!([{"role": "user", "content": long}, {"role": "user", "content": "quince quince jam"}]),
+        )
+        .await;
+        let page = search(app, "alice", "q=quince").await;
+        // The short text about quinces comes before the long one that mentions them once.
+        assert_eq!(hits(&page), [session_hit("s", 2), session_hit("s", 1)]);
+        let scores: Vec<f64> =
+            page["data"].as_array().unwrap().iter().map(|h| h["score"].as_f64().unwrap()).collect();
+        assert!(scores[0] > scores[1], "{scores:?}");
+        // The long text's snippet is an excerpt around the word.
+        let snippet = page["data"][1]["snippet"].as_str().unwrap();
+        assert!(snippet.contains("quince"), "{snippet}");
+        assert!(snippet.len() < 400, "{snippet}");
+    })
+    .await;
+}
+
+async fn paging_never_skips_or_repeats_a_hit(backend: Backend) {
+    with_app(backend, async |app| {
+        // 23 items that score exactly the same, and 4 better ones (shorter), in three chats.
+        for chat in ["a", "b", "c"] {
+            let items: Vec<Value> = (0..9)
+                .map(|n| json!({"role": "user", "content": format!("tie tie {chat} and filler words {n}")}))
+                .collect();
+            append(app, "alice", chat, json!(items)).await;
+        }
+        append(app, "alice", "d", json!([{"role": "user", "content": "tie"}])).await;
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let query = match &after {
+                Some(after) => format!("q=tie&limit=4&after={after}"),
+                None => "q=tie&limit=4".to_owned(),
+            };
+            let page = search(app, "alice", &query).await;
+            pages += 1;
+            let data = hits(&page);
+            assert!(data.len() <= 4);
+            seen.extend(data);
+            if page["has_more"] == true {
+                after = Some(page["after"].as_str().unwrap().to_owned());
+            } else {
+                assert_eq!(page["after"], Value::Null);
+                break;
+            }
+        }
+        assert_eq!(pages, 7);
+        assert_eq!(seen.len(), 28, "no hit repeated");
+        assert_eq!(seen[0], session_hit("d", 1), "the best first");
+        let distinct: BTreeSet<String> = seen.iter().map(|hit| format!("{hit:?}")).collect();
+        assert_eq!(distinct.len(), 28, "no hit skipped");
+    })
+    .await;
+}
+
+async fn bad_input_is_a_400_and_no_token_a_401(backend: Backend) {
+    with_app(backend, async |app| {
+        append(app, "alice", "s", json!([{"role": "user", "content": "hello"}])).await;
+        let too_long = "x".repeat(1001);
+        for query in [
+            String::new(),
+            "q=".into(),
+            "q=%20%20".into(),
+            "q=%21%3F".into(),
+            "q=a%00b".into(),
+            format!("q={too_long}"),
+            "q=hello&kind=chats".into(),
+            "q=hello&limit=0".into(),
+            "q=hello&limit=101".into(),
+            "q=hello&limit=x".into(),
+            "q=hello&include_inactive=maybe".into(),
+            "q=hello&after=".into(),
+            "q=hello&after=bogus".into(),
+            "q=hello&after=s7ff8000000000000.1".into(),
+        ] {
+            app.get(&format!("/search?{query}"), "alice")
+                .await
+                .assert_error(400, "invalid_request");
+        }
+        let anonymous = app.client.get(app.url("/search?q=hello")).send().await.unwrap();
+        Answer::read(anonymous).await.assert_error(401, "unauthorized");
+        // The limits' edges are fine.
+        assert_eq!(
+            search(app, "alice", &format!("q={}", "x".repeat(1000))).await["data"],
+            json!([])
+        );
+        assert_eq!(hits(&search(app, "alice", "q=hello&limit=100").await), [session_hit("s", 1)]);
+    })
+    .await;
+}
+
+async fn search_can_be_switched_off_and_on(backend: Backend) {
+    with_database(backend, async |database| {
+        let mut app = TestApp::spawn(database, |settings| settings.search.enabled = false).await;
+        append(&app, "alice", "s", json!([{"role": "user", "content": "offline words"}])).await;
+        let body = json!({"chat_id": "c", "title": "offline title"});
+        assert_eq!(app.post("/chats", "alice", &body.to_string()).await.status, 201);
+        assert_eq!(
+            put(&app, "/threads/t", "alice", &thread("t", Some("offline thread"))).await.status,
+            200
+        );
+        assert_eq!(entries(&app, "alice").await, 0, "nothing indexed");
+        app.get("/search?q=offline", "alice").await.assert_error(404, "not_found");
+        app.stop().await.unwrap();
+
+        // Switched on: the index is rebuilt from what was written meanwhile.
+        let mut app = TestApp::spawn(database, |_| {}).await;
+        assert_eq!(entries(&app, "alice").await, 3);
+        let all = found(&app, "alice", "offline").await;
+        assert_eq!(all.len(), 3);
+        assert!(all.contains(&session_hit("s", 1)));
+        assert!(all.contains(&title_hit("session", "c")));
+        assert!(all.contains(&title_hit("thread", "t")));
+        app.stop().await.unwrap();
+
+        // Off again: the index is emptied rather than left to go stale.
+        let mut app = TestApp::spawn(database, |settings| settings.search.enabled = false).await;
+        assert_eq!(entries(&app, "alice").await, 0);
+        app.stop().await.unwrap();
+    })
+    .await;
+}
+
+dual_backend_tests!(
+    session_writes_keep_the_index_in_step,
+    thread_writes_keep_the_index_in_step,
+    another_users_text_is_never_found,
+    soft_deleted_chats_are_left_out_unless_asked,
+    matching_ignores_case_and_accents_and_the_last_word_is_a_prefix,
+    ranking_and_snippets_are_sensible,
+    paging_never_skips_or_repeats_a_hit,
+    bad_input_is_a_400_and_no_token_a_401,
+    search_can_be_switched_off_and_on,
+);
