@@ -20,6 +20,7 @@ mod m20261122_000001_create_chats;
 mod m20261122_000002_create_chatkit_threads;
 mod m20261122_000003_create_chatkit_attachments;
 mod m20261130_000004_chat_metadata_and_tags;
+mod m20261130_000006_agent_memory;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_create_chatkit_threads::Migration),
             Box::new(m20261122_000003_create_chatkit_attachments::Migration),
             Box::new(m20261130_000004_chat_metadata_and_tags::Migration),
+            Box::new(m20261130_000006_agent_memory::Migration),
         ]
     }
 }

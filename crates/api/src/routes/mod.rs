@@ -17,6 +17,7 @@ pub(crate) mod attachment_content;
 pub(crate) mod chatkit;
 pub(crate) mod chats;
 pub(crate) mod health;
+pub(crate) mod memory;
 pub(crate) mod run;
 pub(crate) mod sessions;
 pub(crate) mod threads;
@@ -31,6 +32,7 @@ pub(crate) fn router(settings: &Settings) -> Router<AppState> {
         .merge(health::router())
         .merge(attachment_content::router(settings.attachments.max_bytes))
         .merge(sessions::router())
+        .merge(memory::router())
         .merge(chats::router())
         .merge(chatkit::router())
         .merge(run::router())

@@ -1,0 +1,360 @@
+//! Branches: fork, list, delete, and the writes of a branch's own items.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, TransactionTrait};
+
+use super::{
+    LineItem, LineState, Memory, Window, claim, insert_branch_items, int, line_state, read_range,
+    set_branch_range, stmt, user_message_sql,
+};
+use crate::sessions::now;
+use crate::{Line, MAIN_BRANCH, RepoError, RepoResult};
+
+/// A line of a session, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BranchInfo {
+    pub branch_id: String,
+    pub message_count: i64,
+    pub user_turns: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// How many of a line's items are messages from the user (its turns).
+pub(super) async fn count_turns(
+    txn: &impl ConnectionTrait,
+    user: &str,
+    chat: &str,
+    line: Line<'_>,
+    state: &LineState,
+) -> RepoResult<i64> {
+    let only = user_message_sql(txn.get_database_backend());
+    let fork = state.fork_position.min(state.last_position());
+    let shared = format!(
+        "SELECT COUNT(*) AS n FROM conversation_items WHERE user_id = $1 AND chat_id = $2 \
+         AND position > $3 AND position <= $4 AND {only}"
+    );
+    let values = vec![user.into(), chat.into(), state.position_base.into(), fork.into()];
+    let row = txn.query_one_raw(stmt(txn, &shared, values)).await?;
+    let mut count = row.map(|row| int(&row, "n")).transpose()?.unwrap_or(0);
+    if let Line::Branch(name) = line {
+        let own = format!(
+            "SELECT COUNT(*) AS n FROM session_branch_items \
+             WHERE user_id = $1 AND chat_id = $2 AND branch_id = $3 AND position > $4 AND {only}"
+        );
+        let values = vec![user.into(), chat.into(), name.into(), fork.into()];
+        let row = txn.query_one_raw(stmt(txn, &own, values)).await?;
+        count += row.map(|row| int(&row, "n")).transpose()?.unwrap_or(0);
+    }
+    Ok(count)
+}
+
+/// The position of turn `turn` (its user message) in a line, if it has that many turns.
+pub(super) async fn turn_position(
+    txn: &impl ConnectionTrait,
+    user: &str,
+    chat: &str,
+    line: Line<'_>,
+    state: &LineState,
+    turn: i64,
+) -> RepoResult<Option<i64>> {
+    if turn < 1 {
+        return Ok(None);
+    }
+    let starts = read_range(
+        txn,
+        user,
+        chat,
+        line,
+        state,
+        Window { bounds: (0, i64::MAX), limit: turn, newest_first: false, users_only: true },
+    )
+    .await?;
+    Ok(if starts.len() as i64 == turn { starts.last().map(|item| item.position) } else { None })
+}
+
+impl Memory<'_> {
+    /// Forks `from` before its turn `turn` into a new branch `name`, which holds every item
+    /// before that turn's user message. Main's items are shared, never copied; forking a
+    /// branch beyond its own fork point copies that branch's own items up to the turn.
+    pub async fn fork(
+        &self,
+        user: &str,
+        chat: &str,
+        from: Line<'_>,
+        turn: i64,
+        name: &str,
+    ) -> RepoResult<BranchInfo> {
+        let _writer = self.db.write_guard().await;
+        let txn = self.db.connection().begin().await?;
+        // Locks the source line (and so the chat on main), so the turn cannot move.
+        let Some(source) = claim(&txn, user, chat, from, None, 0).await? else {
+            return Err(RepoError::NotFound(format!("no branch {:?}", from.name())));
+        };
+        let Some(start) = turn_position(&txn, user, chat, from, &source, turn).await? else {
+            return Err(RepoError::NotFound(format!(
+                "turn {turn} does not contain a user message in branch {:?}",
+                from.name()
+            )));
+        };
+        let fork_at = start - 1;
+        let fork_position = source.fork_position.min(fork_at);
+        let now = now();
+        let inserted = txn
+            .execute_raw(stmt(
+                &txn,
+                "INSERT INTO session_branches (user_id, chat_id, branch_id, position_base, \
+                 fork_position, item_count, revision, deleted, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 1, FALSE, $7, $7) \
+                 ON CONFLICT (user_id, chat_id, branch_id) DO NOTHING",
+                vec![
+                    user.into(),
+                    chat.into(),
+                    name.into(),
+                    source.position_base.into(),
+                    fork_position.into(),
+                    (fork_at - source.position_base).into(),
+                    now.into(),
+                ],
+            ))
+            .await?;
+        if name == MAIN_BRANCH || inserted.rows_affected() == 0 {
+            return Err(RepoError::Conflict(format!(
+                "branch id {name:?} has already been used in this session; choose a new one"
+            )));
+        }
+        if let Line::Branch(source_name) = from
+            && fork_at > fork_position
+        {
+            // The source's own items up to the turn: a branch of a branch owns them.
+            txn.execute_raw(stmt(
+                &txn,
+                "INSERT INTO session_branch_items \
+                 (user_id, chat_id, branch_id, position, data, created_at) \
+                 SELECT user_id, chat_id, $4, position, data, created_at \
+                 FROM session_branch_items WHERE user_id = $1 AND chat_id = $2 \
+                 AND branch_id = $3 AND position > $5 AND position <= $6",
+                vec![
+                    user.into(),
+                    chat.into(),
+                    source_name.into(),
+                    name.into(),
+                    fork_position.into(),
+                    fork_at.into(),
+                ],
+            ))
+            .await?;
+        }
+        let state = line_state(&txn, user, chat, Line::Branch(name)).await?;
+        let user_turns = count_turns(&txn, user, chat, Line::Branch(name), &state).await?;
+        txn.commit().await?;
+        Ok(BranchInfo {
+            branch_id: name.to_owned(),
+            message_count: state.item_count,
+            user_turns,
+            created_at: now,
+        })
+    }
+
+    /// Main and every live branch, oldest first, with their item and turn counts.
+    pub async fn branches(&self, user: &str, chat: &str) -> RepoResult<Vec<BranchInfo>> {
+        let txn = self.read_txn().await?;
+        let main = line_state(&txn, user, chat, Line::Main).await?;
+        let mut lines: Vec<(String, LineState, DateTime<Utc>)> = Vec::new();
+        let Some(created_at) = main.created_at else {
+            txn.commit().await?;
+            return Ok(Vec::new());
+        };
+        lines.push((MAIN_BRANCH.to_owned(), main, created_at));
+        let rows = txn
+            .query_all_raw(stmt(
+                &txn,
+                "SELECT branch_id FROM session_branches \
+                 WHERE user_id = $1 AND chat_id = $2 AND NOT deleted ORDER BY created_at, branch_id",
+                vec![user.into(), chat.into()],
+            ))
+            .await?;
+        for row in rows {
+            let name: String = row.try_get("", "branch_id")?;
+            let state = line_state(&txn, user, chat, Line::Branch(&name)).await?;
+            let created_at = state.created_at.unwrap_or(created_at);
+            lines.push((name, state, created_at));
+        }
+        let mut infos = Vec::with_capacity(lines.len());
+        for (name, state, created_at) in lines {
+            let user_turns =
+                count_turns(&txn, user, chat, Line::named(Some(&name)), &state).await?;
+            infos.push(BranchInfo {
+                branch_id: name,
+                message_count: state.item_count,
+                user_turns,
+                created_at,
+            });
+        }
+        txn.commit().await?;
+        Ok(infos)
+    }
+
+    /// Deletes a branch's items and usage; its row stays, marked deleted, so the name stays
+    /// reserved. `main` cannot be deleted.
+    pub async fn delete_branch(&self, user: &str, chat: &str, name: &str) -> RepoResult<()> {
+        if name == MAIN_BRANCH {
+            return Err(RepoError::Invalid("the 'main' branch cannot be deleted".into()));
+        }
+        let _writer = self.db.write_guard().await;
+        let txn = self.db.connection().begin().await?;
+        if claim(&txn, user, chat, Line::Branch(name), None, 1).await?.is_none() {
+            return Err(RepoError::NotFound(format!("no branch {name:?}")));
+        }
+        let values = || vec![user.into(), chat.into(), name.into()];
+        for sql in [
+            "DELETE FROM session_branch_items WHERE user_id = $1 AND chat_id = $2 AND branch_id = $3",
+            "DELETE FROM session_turn_usage WHERE user_id = $1 AND chat_id = $2 AND branch_id = $3",
+            "UPDATE session_branches SET deleted = TRUE, item_count = 0, \
+             fork_position = position_base WHERE user_id = $1 AND chat_id = $2 AND branch_id = $3",
+        ] {
+            txn.execute_raw(stmt(&txn, sql, values())).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Empties the whole session as the SDK's `AdvancedSQLiteSession.clear_session` does:
+    /// main's items, every branch's items and all usage; branch names stay reserved.
+    pub async fn clear_all(&self, user: &str, chat: &str) -> RepoResult<()> {
+        let _writer = self.db.write_guard().await;
+        let txn = self.db.connection().begin().await?;
+        if claim(&txn, user, chat, Line::Main, None, 1).await?.is_none() {
+            return Ok(());
+        }
+        let values = || vec![user.into(), chat.into()];
+        for sql in [
+            "DELETE FROM session_branch_items WHERE user_id = $1 AND chat_id = $2",
+            "DELETE FROM session_turn_usage WHERE user_id = $1 AND chat_id = $2",
+            "DELETE FROM conversation_items WHERE user_id = $1 AND chat_id = $2",
+            "UPDATE session_branches SET item_count = 0, position_base = 0, fork_position = 0, \
+             revision = revision + 1 WHERE user_id = $1 AND chat_id = $2",
+            "UPDATE chats SET item_count = 0, position_base = 0 WHERE user_id = $1 AND chat_id = $2",
+        ] {
+            txn.execute_raw(stmt(&txn, sql, values())).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Appends `items` to a branch; answers how many.
+    pub async fn append_branch(
+        &self,
+        user: &str,
+        chat: &str,
+        name: &str,
+        items: &[&str],
+    ) -> RepoResult<u64> {
+        if items.is_empty() {
+            return Ok(0);
+        }
+        let _writer = self.db.write_guard().await;
+        let txn = self.db.connection().begin().await?;
+        let Some(mut state) = claim(&txn, user, chat, Line::Branch(name), None, 1).await? else {
+            return Err(RepoError::NotFound(format!("no branch {name:?}")));
+        };
+        insert_branch_items(&txn, user, chat, name, state.last_position() + 1, items, now())
+            .await?;
+        state.item_count += items.len() as i64;
+        set_branch_range(&txn, user, chat, name, &state).await?;
+        txn.commit().await?;
+        Ok(items.len() as u64)
+    }
+
+    /// Removes and answers a branch's newest item; a shared one is only unshared.
+    pub async fn pop_branch(
+        &self,
+        user: &str,
+        chat: &str,
+        name: &str,
+    ) -> RepoResult<Option<String>> {
+        let _writer = self.db.write_guard().await;
+        let txn = self.db.connection().begin().await?;
+        let Some(mut state) = claim(&txn, user, chat, Line::Branch(name), None, 1).await? else {
+            return Err(RepoError::NotFound(format!("no branch {name:?}")));
+        };
+        let newest = state.last_position();
+        if state.item_count == 0 {
+            txn.commit().await?;
+            return Ok(None);
+        }
+        let item: Vec<LineItem> = read_range(
+            &txn,
+            user,
+            chat,
+            Line::Branch(name),
+            &state,
+            Window {
+                bounds: (newest - 1, newest),
+                limit: 1,
+                newest_first: false,
+                users_only: false,
+            },
+        )
+        .await?;
+        let Some(item) = item.into_iter().next() else {
+            return Err(RepoError::Invalid(format!("branch item {newest} is missing")));
+        };
+        txn.execute_raw(stmt(
+            &txn,
+            "DELETE FROM session_branch_items \
+             WHERE user_id = $1 AND chat_id = $2 AND branch_id = $3 AND position = $4",
+            vec![user.into(), chat.into(), name.into(), newest.into()],
+        ))
+        .await?;
+        state.item_count -= 1;
+        state.fork_position = state.fork_position.min(newest - 1);
+        set_branch_range(&txn, user, chat, name, &state).await?;
+        txn.commit().await?;
+        Ok(Some(item.data))
+    }
+
+    /// Removes every item of a branch (main keeps the ones it shared).
+    pub async fn clear_branch(&self, user: &str, chat: &str, name: &str) -> RepoResult<()> {
+        let _writer = self.db.write_guard().await;
+        let txn = self.db.connection().begin().await?;
+        let Some(mut state) = claim(&txn, user, chat, Line::Branch(name), None, 1).await? else {
+            return Err(RepoError::NotFound(format!("no branch {name:?}")));
+        };
+        txn.execute_raw(stmt(
+            &txn,
+            "DELETE FROM session_branch_items WHERE user_id = $1 AND chat_id = $2 AND branch_id = $3",
+            vec![user.into(), chat.into(), name.into()],
+        ))
+        .await?;
+        state.item_count = 0;
+        state.fork_position = state.position_base;
+        set_branch_range(&txn, user, chat, name, &state).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// The latest `limit` items of a line (all without a limit), oldest first.
+    pub async fn latest(
+        &self,
+        user: &str,
+        chat: &str,
+        line: Line<'_>,
+        limit: Option<i64>,
+    ) -> RepoResult<Vec<LineItem>> {
+        let txn = self.read_txn().await?;
+        let state = line_state(&txn, user, chat, line).await?;
+        let limit = limit.unwrap_or(i64::MAX);
+        let low = state.last_position().saturating_sub(limit);
+        let items = read_range(
+            &txn,
+            user,
+            chat,
+            line,
+            &state,
+            Window { bounds: (low, i64::MAX), limit, newest_first: false, users_only: false },
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(items)
+    }
+}
