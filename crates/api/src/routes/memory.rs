@@ -229,9 +229,9 @@ pub(crate) struct TurnJson {
     turn: i64,
     /// The position of the user message that starts it.
     position: i64,
-    /// The user message's `content` (a string or a list of parts), as stored.
+    /// The user message's `content` (a string or a list of parts), exactly as stored.
     #[schema(value_type = Object)]
-    content: serde_json::Value,
+    content: Box<RawValue>,
     /// The content as text, cut to 100 characters (then followed by `...`).
     preview: String,
     created_at: chrono::DateTime<chrono::Utc>,
@@ -264,16 +264,26 @@ fn preview(content: &serde_json::Value) -> String {
     }
 }
 
-fn turn_json(turn: &Turn) -> Option<TurnJson> {
-    let item: serde_json::Value = serde_json::from_str(&turn.data).ok()?;
-    let content = item.get("content").cloned().unwrap_or(serde_json::Value::String(String::new()));
-    Some(TurnJson {
+/// The `content` of a stored message, as its exact text (key order kept).
+#[derive(Deserialize)]
+struct ContentOnly {
+    content: Option<Box<RawValue>>,
+}
+
+fn turn_json(turn: &Turn) -> Option<(TurnJson, serde_json::Value)> {
+    let raw: ContentOnly = serde_json::from_str(&turn.data).ok()?;
+    let content = raw
+        .content
+        .unwrap_or_else(|| RawValue::from_string("\"\"".to_owned()).expect("an empty JSON string"));
+    let value: serde_json::Value = serde_json::from_str(content.get()).ok()?;
+    let json = TurnJson {
         turn: turn.number,
         position: turn.position,
-        preview: preview(&content),
+        preview: preview(&value),
         content,
         created_at: turn.created_at,
-    })
+    };
+    Some((json, value))
 }
 
 /// A line's turns (a turn starts at each user message), or those whose text contains `q`.
@@ -300,14 +310,15 @@ pub(crate) async fn list_turns(
     };
     let turns = state.db.memory().turns(&user, &session, line).await?;
     let turns = turns
-        .into_iter()
-        .filter_map(|turn| turn_json(&turn))
-        .filter(|turn| match &needle {
+        .iter()
+        .filter_map(turn_json)
+        .filter(|(_, content)| match &needle {
             None => true,
-            Some(needle) => content_texts(&turn.content)
+            Some(needle) => content_texts(content)
                 .iter()
                 .any(|text| text.to_ascii_lowercase().contains(needle.as_str())),
         })
+        .map(|(turn, _)| turn)
         .collect();
     Ok(Json(TurnsResponse { turns }))
 }
