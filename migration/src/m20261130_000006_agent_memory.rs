@@ -11,6 +11,7 @@
 //!   without copying them, and holds its own items above `fork_position` in
 //!   `session_branch_items`. A deleted branch keeps its row (`deleted`), which reserves its name.
 //! - `session_turn_usage`: a run's usage per (branch, turn).
+//! - `session_turn_starts`: where main's turns start, a cache that forks fill in.
 
 use sea_orm_migration::{prelude::*, schema::*};
 
@@ -126,11 +127,31 @@ impl MigrationTrait for Migration {
                     .foreign_key(&mut chat_fk("session_turn_usage"))
                     .to_owned(),
             )
+            .await?;
+        // Where main's turns start, filled in as forks look them up (appends pay nothing);
+        // rows at or after a position main deletes are dropped with it.
+        manager
+            .create_table(
+                Table::create()
+                    .table("session_turn_starts")
+                    .col(text("user_id"))
+                    .col(text("chat_id"))
+                    .col(big_integer("turn"))
+                    .col(big_integer("position"))
+                    .primary_key(Index::create().col("user_id").col("chat_id").col("turn"))
+                    .foreign_key(&mut chat_fk("session_turn_starts"))
+                    .to_owned(),
+            )
             .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        for table in ["session_turn_usage", "session_branch_items", "session_branches"] {
+        for table in [
+            "session_turn_starts",
+            "session_turn_usage",
+            "session_branch_items",
+            "session_branches",
+        ] {
             manager.drop_table(Table::drop().table(table).to_owned()).await?;
         }
         for column in ["revision", "position_base"] {

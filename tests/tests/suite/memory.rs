@@ -443,6 +443,46 @@ async fn fork_of_a_branch_and_main_prune_keep_every_line_whole(backend: Backend)
     .await;
 }
 
+/// Forks find turns through main's remembered turn starts; every write that moves main's
+/// turns (pop, append after it, prune) must leave them right.
+async fn forks_find_turns_after_main_changes(backend: Backend) {
+    with_app(backend, async |app| {
+        add(app, "alice", "/sessions/s/items", &conversation()).await;
+        let fork = async |name: &str, turn: i64| {
+            let made =
+                create_branch(app, "alice", json!({ "branch_id": name, "turn": turn })).await;
+            assert_eq!(made.status, 201, "{}", made.text);
+            items_of(&app.get(&format!("/sessions/s/branches/{name}/items"), "alice").await)
+        };
+        assert_eq!(fork("b1", 3).await, conversation()[..6]);
+        // Turn 3 goes, and a new turn 3 comes, one item later.
+        app.post("/sessions/s/pop", "alice", "").await;
+        app.post("/sessions/s/pop", "alice", "").await;
+        add(app, "alice", "/sessions/s/items", &[reply("extra"), user_msg("new third")]).await;
+        let mut expected = conversation()[..6].to_vec();
+        expected.push(reply("extra"));
+        assert_eq!(fork("b2", 3).await, expected);
+        // The branch made before still holds what it held.
+        assert_eq!(
+            items_of(&app.get("/sessions/s/branches/b1/items", "alice").await),
+            conversation()[..6]
+        );
+        // Pruning the first turn renumbers the rest: turn 1 is now the weather question.
+        let snap = snapshot(app, "alice", "limit=1").await;
+        let body = json!({ "revision": snap["revision"], "after_position": 8,
+                           "prune_leading": 2, "items": [] });
+        assert_eq!(app.post("/sessions/s/replace", "alice", &body.to_string()).await.status, 200);
+        assert!(fork("b3", 1).await.is_empty());
+        assert_eq!(fork("b4", 2).await, expected[2..]);
+        let turns = app.get("/sessions/s/turns", "alice").await.json();
+        assert_eq!(turns["turns"].as_array().unwrap().len(), 2);
+        create_branch(app, "alice", json!({ "branch_id": "b5", "turn": 3 }))
+            .await
+            .assert_error(404, "not_found");
+    })
+    .await;
+}
+
 dual_backend_tests!(
     replace_swaps_the_tail_and_prunes_the_head,
     a_changed_session_is_a_conflict_and_nothing_changes,
@@ -452,4 +492,5 @@ dual_backend_tests!(
     branch_names_stay_reserved_and_bad_input_is_refused,
     usage_is_stored_per_turn_and_added_up,
     fork_of_a_branch_and_main_prune_keep_every_line_whole,
+    forks_find_turns_after_main_changes,
 );

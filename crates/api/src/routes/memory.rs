@@ -89,6 +89,16 @@ fn items_page(items: &[LineItem], extra: &str) -> Response {
     json_text(StatusCode::OK, body)
 }
 
+/// `{"items": [...], "first_position": p | null}`
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // documents the hand-built response body
+pub(crate) struct ItemsPageResponse {
+    #[schema(value_type = Vec<Object>)]
+    items: Vec<()>,
+    /// The position of the first item; positions are consecutive. `null` when none.
+    first_position: Option<i64>,
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct SnapshotQuery {
@@ -98,6 +108,7 @@ pub(crate) struct SnapshotQuery {
     /// Read the items after this position instead of the latest ones (oldest first).
     after: Option<i64>,
     /// The line to read; `main` (the default) is the session itself.
+    #[param(pattern = "\\S", max_length = 255)]
     branch: Option<String>,
 }
 
@@ -150,15 +161,18 @@ pub(crate) struct ReplaceRequest {
     /// The revision the snapshot saw; the replace happens only if the line is still at it.
     pub(crate) revision: i64,
     /// The items after this position are replaced.
+    #[schema(minimum = 0)]
     pub(crate) after_position: i64,
     /// How many leading items to remove as well (default 0); they must all be at or before
     /// `after_position`.
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub(crate) prune_leading: i64,
     /// The new items, placed after `after_position`.
     #[schema(value_type = Vec<Object>)]
     pub(crate) items: Vec<Box<RawValue>>,
     /// The line to change; `main` (the default) is the session itself.
+    #[schema(pattern = "\\S", max_length = 255)]
     pub(crate) branch: Option<String>,
 }
 
@@ -218,8 +232,10 @@ pub(crate) async fn replace(
 #[into_params(parameter_in = Query)]
 pub(crate) struct TurnsQuery {
     /// The line; `main` (the default) is the session itself.
+    #[param(pattern = "\\S", max_length = 255)]
     branch: Option<String>,
     /// Only turns whose user message contains this text (case-insensitive for ASCII letters).
+    #[param(min_length = 1)]
     q: Option<String>,
 }
 
@@ -230,7 +246,7 @@ pub(crate) struct TurnJson {
     /// The position of the user message that starts it.
     position: i64,
     /// The user message's `content` (a string or a list of parts), exactly as stored.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     content: Box<RawValue>,
     /// The content as text, cut to 100 characters (then followed by `...`).
     preview: String,
@@ -329,6 +345,8 @@ pub(crate) struct LatestTurnsQuery {
     /// How many whole turns (at least 1).
     #[param(minimum = 1)]
     turns: i64,
+    /// The line; `main` by default.
+    #[param(pattern = "\\S", max_length = 255)]
     branch: Option<String>,
 }
 
@@ -338,7 +356,7 @@ pub(crate) struct LatestTurnsQuery {
     params(("session_id" = String, Path, description = "The session (chat) id"), LatestTurnsQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{\"items\", \"first_position\"}`; the whole line when it has fewer turns", body = SnapshotResponse),
+        (status = 200, description = "The items; the whole line when it has fewer turns", body = ItemsPageResponse),
         (status = 400, description = "Bad id, branch or turns", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 404, description = "No such branch", body = ErrorBody),
@@ -403,10 +421,13 @@ pub(crate) async fn list_branches(
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateBranchRequest {
     /// The new branch's name: never used before in this session (deleted names stay taken).
+    #[schema(pattern = "\\S", max_length = 255)]
     pub(crate) branch_id: String,
     /// The turn to fork before: the branch holds everything before its user message.
+    #[schema(minimum = 1)]
     pub(crate) turn: i64,
     /// The line to fork; `main` by default.
+    #[schema(pattern = "\\S", max_length = 255)]
     pub(crate) from_branch: Option<String>,
 }
 
@@ -442,7 +463,7 @@ pub(crate) async fn create_branch(
 /// Deletes a branch's items and usage; its name stays reserved. `main` cannot be deleted.
 #[utoipa::path(delete, path = "/sessions/{session_id}/branches/{branch_id}", tag = "memory",
     params(("session_id" = String, Path, description = "The session (chat) id"),
-        ("branch_id" = String, Path, description = "The branch")),
+        ("branch_id" = String, Path, pattern = "\\S", max_length = 255, description = "The branch; `main` is the session itself")),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Deleted"),
@@ -479,14 +500,6 @@ pub(crate) async fn clear_memory(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The branch of a branch route: `main` is served by the plain session routes.
-fn own_branch(branch: &Id) -> ApiResult<&str> {
-    match branch_name(Some(branch))? {
-        Line::Branch(name) => Ok(name),
-        Line::Main => Err(ApiError::invalid("use /sessions/{id}/items for the 'main' branch")),
-    }
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct BranchItemsQuery {
@@ -498,11 +511,11 @@ pub(crate) struct BranchItemsQuery {
 /// A branch's items (the latest `limit`), oldest first, as `GET /sessions/{id}/items`.
 #[utoipa::path(get, path = "/sessions/{session_id}/branches/{branch_id}/items", tag = "memory",
     params(("session_id" = String, Path, description = "The session (chat) id"),
-        ("branch_id" = String, Path, description = "The branch"), BranchItemsQuery),
+        ("branch_id" = String, Path, pattern = "\\S", max_length = 255, description = "The branch; `main` is the session itself"), BranchItemsQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{\"items\", \"first_position\"}`", body = SnapshotResponse),
-        (status = 400, description = "Bad id or limit; `main`", body = ErrorBody),
+        (status = 200, description = "The items", body = ItemsPageResponse),
+        (status = 400, description = "Bad id or limit", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 404, description = "No such branch", body = ErrorBody),
     ))]
@@ -512,17 +525,17 @@ pub(crate) async fn get_branch_items(
     Path((session, branch)): Path<(Id, Id)>,
     Query(query): Query<BranchItemsQuery>,
 ) -> ApiResult<Response> {
-    let name = own_branch(&branch)?;
+    let line = branch_name(Some(&branch))?;
     if query.limit.is_some_and(|limit| limit < 0) {
         return Err(ApiError::invalid("limit must be 0 or a positive integer"));
     }
     let memory = state.db.memory();
     let items = match query.limit {
         Some(0) => {
-            memory.state(&user, &session, Line::Branch(name)).await?;
+            memory.state(&user, &session, line).await?;
             Vec::new()
         }
-        limit => memory.latest(&user, &session, Line::Branch(name), limit).await?,
+        limit => memory.latest(&user, &session, line, limit).await?,
     };
     Ok(items_page(&items, ""))
 }
@@ -535,12 +548,12 @@ pub(crate) struct AddedResponse {
 /// Appends a batch to a branch, atomically.
 #[utoipa::path(post, path = "/sessions/{session_id}/branches/{branch_id}/items", tag = "memory",
     params(("session_id" = String, Path, description = "The session (chat) id"),
-        ("branch_id" = String, Path, description = "The branch")),
+        ("branch_id" = String, Path, pattern = "\\S", max_length = 255, description = "The branch; `main` is the session itself")),
     request_body = crate::routes::sessions::AddItemsRequest,
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Appended", body = AddedResponse),
-        (status = 400, description = "Malformed body, a non-object item; `main`", body = ErrorBody),
+        (status = 400, description = "Malformed body, a non-object item", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 404, description = "No such branch", body = ErrorBody),
     ))]
@@ -550,20 +563,24 @@ pub(crate) async fn add_branch_items(
     Path((session, branch)): Path<(Id, Id)>,
     Json(body): Json<crate::routes::sessions::AddItemsRequest>,
 ) -> ApiResult<Json<AddedResponse>> {
-    let name = own_branch(&branch)?;
     let items = object_items("items", &body.items)?;
-    let added = state.db.memory().append_branch(&user, &session, name, &items).await?;
+    let added = match branch_name(Some(&branch))? {
+        Line::Main => state.db.sessions().add_items(&user, &session, &items, None).await?,
+        Line::Branch(name) => {
+            state.db.memory().append_branch(&user, &session, name, &items).await?
+        }
+    };
     Ok(Json(AddedResponse { added }))
 }
 
 /// Removes every item of a branch; `main` keeps what it shares with it.
 #[utoipa::path(delete, path = "/sessions/{session_id}/branches/{branch_id}/items", tag = "memory",
     params(("session_id" = String, Path, description = "The session (chat) id"),
-        ("branch_id" = String, Path, description = "The branch")),
+        ("branch_id" = String, Path, pattern = "\\S", max_length = 255, description = "The branch; `main` is the session itself")),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Cleared"),
-        (status = 400, description = "Bad id; `main`", body = ErrorBody),
+        (status = 400, description = "Bad id", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 404, description = "No such branch", body = ErrorBody),
     ))]
@@ -572,19 +589,21 @@ pub(crate) async fn clear_branch(
     AuthUser(user): AuthUser,
     Path((session, branch)): Path<(Id, Id)>,
 ) -> ApiResult<StatusCode> {
-    let name = own_branch(&branch)?;
-    state.db.memory().clear_branch(&user, &session, name).await?;
+    match branch_name(Some(&branch))? {
+        Line::Main => state.db.sessions().clear(&user, &session).await?,
+        Line::Branch(name) => state.db.memory().clear_branch(&user, &session, name).await?,
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Removes and returns a branch's newest item, or `null`.
 #[utoipa::path(post, path = "/sessions/{session_id}/branches/{branch_id}/pop", tag = "memory",
     params(("session_id" = String, Path, description = "The session (chat) id"),
-        ("branch_id" = String, Path, description = "The branch")),
+        ("branch_id" = String, Path, pattern = "\\S", max_length = 255, description = "The branch; `main` is the session itself")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "`{\"item\": object | null}`", body = crate::routes::sessions::PopResponse),
-        (status = 400, description = "Bad id; `main`", body = ErrorBody),
+        (status = 400, description = "Bad id", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 404, description = "No such branch", body = ErrorBody),
     ))]
@@ -593,8 +612,10 @@ pub(crate) async fn pop_branch(
     AuthUser(user): AuthUser,
     Path((session, branch)): Path<(Id, Id)>,
 ) -> ApiResult<Response> {
-    let name = own_branch(&branch)?;
-    let item = state.db.memory().pop_branch(&user, &session, name).await?;
+    let item = match branch_name(Some(&branch))? {
+        Line::Main => state.db.sessions().pop_item(&user, &session).await?,
+        Line::Branch(name) => state.db.memory().pop_branch(&user, &session, name).await?,
+    };
     let body = format!("{{\"item\":{}}}", item.as_deref().unwrap_or("null"));
     Ok(json_text(StatusCode::OK, body))
 }
@@ -603,6 +624,7 @@ pub(crate) async fn pop_branch(
 #[serde(deny_unknown_fields)]
 pub(crate) struct UsageRequest {
     /// The line whose current turn the usage belongs to; `main` by default.
+    #[schema(pattern = "\\S", max_length = 255)]
     pub(crate) branch: Option<String>,
     #[schema(minimum = 0)]
     pub(crate) requests: i64,
@@ -685,6 +707,7 @@ pub(crate) async fn store_usage(
 #[into_params(parameter_in = Query)]
 pub(crate) struct UsageQuery {
     /// One line only; every line's usage without it.
+    #[param(pattern = "\\S", max_length = 255)]
     branch: Option<String>,
 }
 
@@ -738,6 +761,8 @@ pub(crate) async fn get_usage(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct TurnUsageQuery {
+    /// The line; `main` by default.
+    #[param(pattern = "\\S", max_length = 255)]
     branch: Option<String>,
     /// One turn only.
     turn: Option<i64>,

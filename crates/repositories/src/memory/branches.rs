@@ -48,7 +48,74 @@ pub(super) async fn count_turns(
     Ok(count)
 }
 
-/// The position of turn `turn` (its user message) in a line, if it has that many turns.
+/// The position of main's turn `turn`, if main has that many turns at or before `until`,
+/// from `session_turn_starts`, which it extends from the last turn it knows by reading the
+/// user messages after it: each item is read for this once, so a fork costs the same
+/// however long the history. The caller holds the chat's lock.
+async fn main_turn_position(
+    txn: &impl ConnectionTrait,
+    user: &str,
+    chat: &str,
+    main: &LineState,
+    turn: i64,
+    until: i64,
+) -> RepoResult<Option<i64>> {
+    let known = txn
+        .query_one_raw(stmt(
+            txn,
+            "SELECT turn, position FROM session_turn_starts WHERE user_id = $1 AND chat_id = $2 \
+             AND turn = $3",
+            vec![user.into(), chat.into(), turn.into()],
+        ))
+        .await?;
+    if let Some(row) = known {
+        let position = int(&row, "position")?;
+        return Ok((position <= until).then_some(position));
+    }
+    let last = txn
+        .query_one_raw(stmt(
+            txn,
+            "SELECT turn, position FROM session_turn_starts WHERE user_id = $1 AND chat_id = $2 \
+             ORDER BY turn DESC LIMIT 1",
+            vec![user.into(), chat.into()],
+        ))
+        .await?;
+    let (mut number, mut after) = match last {
+        Some(row) => (int(&row, "turn")?, int(&row, "position")?),
+        None => (0, main.position_base),
+    };
+    while number < turn && after < until {
+        let window =
+            Window { bounds: (after, until), limit: 1000, newest_first: false, users_only: true };
+        let starts = read_range(txn, user, chat, Line::Main, main, window).await?;
+        let Some(last) = starts.last() else { break };
+        after = last.position;
+        let mut sql = String::from(
+            "INSERT INTO session_turn_starts (user_id, chat_id, turn, position) VALUES ",
+        );
+        let mut values: Vec<sea_orm::Value> = vec![user.into(), chat.into()];
+        for (index, start) in starts.iter().enumerate() {
+            number += 1;
+            if index > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("($1, $2, ${}, ${})", values.len() + 1, values.len() + 2));
+            values.push(number.into());
+            values.push(start.position.into());
+        }
+        sql.push_str(" ON CONFLICT (user_id, chat_id, turn) DO NOTHING");
+        txn.execute_raw(stmt(txn, &sql, values)).await?;
+        if number >= turn {
+            let position = starts[(turn - (number - starts.len() as i64) - 1) as usize].position;
+            return Ok((position <= until).then_some(position));
+        }
+    }
+    Ok(None)
+}
+
+/// The position of turn `turn` (its user message) in a line, if it has that many turns. The
+/// turns a branch shares with main are looked up in main's turn starts; only its own items
+/// are read.
 pub(super) async fn turn_position(
     txn: &impl ConnectionTrait,
     user: &str,
@@ -60,16 +127,41 @@ pub(super) async fn turn_position(
     if turn < 1 {
         return Ok(None);
     }
-    let starts = read_range(
-        txn,
-        user,
-        chat,
-        line,
-        state,
-        Window { bounds: (0, i64::MAX), limit: turn, newest_first: false, users_only: true },
-    )
-    .await?;
-    Ok(if starts.len() as i64 == turn { starts.last().map(|item| item.position) } else { None })
+    let main = match line {
+        Line::Main => *state,
+        Line::Branch(_) => line_state(txn, user, chat, Line::Main).await?,
+    };
+    // The line numbers its turns as main does up to its fork point when it starts where main
+    // starts; otherwise (it was pruned on its own) its items are read.
+    let (own_after, shared_turns) = if state.position_base == main.position_base {
+        let fork = state.fork_position.min(main.last_position());
+        if let Some(position) = main_turn_position(txn, user, chat, &main, turn, fork).await? {
+            return Ok(Some(position));
+        }
+        if line == Line::Main {
+            return Ok(None);
+        }
+        let counted = txn
+            .query_one_raw(stmt(
+                txn,
+                "SELECT COUNT(*) AS n FROM session_turn_starts \
+                 WHERE user_id = $1 AND chat_id = $2 AND position <= $3",
+                vec![user.into(), chat.into(), fork.into()],
+            ))
+            .await?;
+        (fork, counted.map(|row| int(&row, "n")).transpose()?.unwrap_or(0))
+    } else {
+        (state.position_base, 0)
+    };
+    let wanted = turn - shared_turns;
+    let window = Window {
+        bounds: (own_after, i64::MAX),
+        limit: wanted,
+        newest_first: false,
+        users_only: true,
+    };
+    let starts = read_range(txn, user, chat, line, state, window).await?;
+    Ok(if starts.len() as i64 == wanted { starts.last().map(|item| item.position) } else { None })
 }
 
 impl Memory<'_> {
@@ -86,7 +178,11 @@ impl Memory<'_> {
     ) -> RepoResult<BranchInfo> {
         let _writer = self.db.write_guard().await;
         let txn = self.db.connection().begin().await?;
-        // Locks the source line (and so the chat on main), so the turn cannot move.
+        // Locks the chat (whose turn starts this may extend), then the source line, so the
+        // turn cannot move.
+        if claim(&txn, user, chat, Line::Main, None, 0).await?.is_none() {
+            return Err(RepoError::NotFound(format!("no session {chat:?}")));
+        }
         let Some(source) = claim(&txn, user, chat, from, None, 0).await? else {
             return Err(RepoError::NotFound(format!("no branch {:?}", from.name())));
         };
@@ -230,6 +326,7 @@ impl Memory<'_> {
         for sql in [
             "DELETE FROM session_branch_items WHERE user_id = $1 AND chat_id = $2",
             "DELETE FROM session_turn_usage WHERE user_id = $1 AND chat_id = $2",
+            "DELETE FROM session_turn_starts WHERE user_id = $1 AND chat_id = $2",
             "DELETE FROM conversation_items WHERE user_id = $1 AND chat_id = $2",
             "UPDATE session_branches SET item_count = 0, position_base = 0, fork_position = 0, \
              revision = revision + 1 WHERE user_id = $1 AND chat_id = $2",

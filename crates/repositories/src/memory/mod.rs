@@ -158,6 +158,7 @@ fn int(row: &sea_orm::QueryResult, column: &str) -> RepoResult<i64> {
 }
 
 /// Copies to every live branch of the chat the main items it shares at or above `from`
+/// and forgets where main's turns at or above `from` started
 /// (all of its shared items, so the branch owns a contiguous run again) and ends the sharing.
 /// Called by every main write that deletes items at or above `from`, in its transaction,
 /// after it locked the chat: so main can never change a branch's history.
@@ -181,6 +182,13 @@ pub(crate) async fn detach_branches(
     let end =
         format!("UPDATE session_branches AS b SET fork_position = position_base WHERE {SHARING}");
     txn.execute_raw(stmt(txn, &end, vec![user.into(), chat.into(), from.into()])).await?;
+    // Main's turns from `from` on are no longer where they were.
+    txn.execute_raw(stmt(
+        txn,
+        "DELETE FROM session_turn_starts WHERE user_id = $1 AND chat_id = $2 AND position >= $3",
+        vec![user.into(), chat.into(), from.into()],
+    ))
+    .await?;
     Ok(())
 }
 
@@ -596,11 +604,22 @@ impl Memory<'_> {
                 } else {
                     detach_branches(&txn, user, chat, change.after_position + 1).await?;
                 }
+                // Two key ranges, each through the primary key (an OR of them may not be).
+                let values = |bound: i64| vec![user.into(), chat.into(), bound.into()];
+                if change.prune_leading > 0 {
+                    txn.execute_raw(stmt(
+                        &txn,
+                        "DELETE FROM conversation_items \
+                         WHERE user_id = $1 AND chat_id = $2 AND position <= $3",
+                        values(new_base),
+                    ))
+                    .await?;
+                }
                 txn.execute_raw(stmt(
                     &txn,
-                    "DELETE FROM conversation_items WHERE user_id = $1 AND chat_id = $2 \
-                     AND (position <= $3 OR position > $4)",
-                    vec![user.into(), chat.into(), new_base.into(), change.after_position.into()],
+                    "DELETE FROM conversation_items \
+                     WHERE user_id = $1 AND chat_id = $2 AND position > $3",
+                    values(change.after_position),
                 ))
                 .await?;
                 insert_items(&txn, user, chat, change.after_position + 1, change.items, now)
