@@ -142,6 +142,18 @@ impl MigrationTrait for Migration {
                     .foreign_key(&mut chat_fk("session_turn_starts"))
                     .to_owned(),
             )
+            .await?;
+        // Dropping the starts at or after a position main deletes.
+        manager
+            .create_index(
+                Index::create()
+                    .name("session_turn_starts_position")
+                    .table("session_turn_starts")
+                    .col("user_id")
+                    .col("chat_id")
+                    .col("position")
+                    .to_owned(),
+            )
             .await
     }
 

@@ -483,6 +483,47 @@ async fn forks_find_turns_after_main_changes(backend: Backend) {
     .await;
 }
 
+/// The Rust sessions (in-process and over HTTP) compact atomically too.
+async fn rust_sessions_compact_atomically(backend: Backend) {
+    use agent_session::{CompactableSession, HttpSession, Item, StoreSession};
+    with_app(backend, async |app| {
+        let item = |value: Value| Item::from_value(&value).unwrap();
+        let local = StoreSession::new(app.db.clone(), "alice", "s");
+        let remote =
+            HttpSession::new(reqwest::Client::new(), &app.address, app.token("alice"), "s")
+                .unwrap();
+        let sessions: [&dyn CompactableSession; 2] = [&local, &remote];
+        for (round, session) in sessions.into_iter().enumerate() {
+            session.clear_session().await.unwrap();
+            let history: Vec<Item> = numbered(0..5).into_iter().map(item).collect();
+            session.add_items(&history).await.unwrap();
+            let snapshot = session.compaction_snapshot(3).await.unwrap();
+            assert_eq!(snapshot.items, history[2..]);
+            assert!(!snapshot.complete);
+            // A write after the snapshot: the replace is refused and changes nothing.
+            let late = item(json!({ "late": round }));
+            session.add_items(std::slice::from_ref(&late)).await.unwrap();
+            let summary = item(json!({ "type": "compaction", "encrypted_content": "s" }));
+            let replaced = session.replace_suffix(&snapshot, 1, std::slice::from_ref(&summary), 0);
+            assert!(!replaced.await.unwrap());
+            let mut expected = history.clone();
+            expected.push(late);
+            assert_eq!(session.get_items(None).await.unwrap(), expected);
+            // From a fresh snapshot it happens, with the first item pruned.
+            let snapshot = session.compaction_snapshot(2).await.unwrap();
+            let replaced = session.replace_suffix(&snapshot, 0, std::slice::from_ref(&summary), 1);
+            assert!(replaced.await.unwrap());
+            let mut expected = history[1..4].to_vec();
+            expected.push(summary);
+            assert_eq!(session.get_items(None).await.unwrap(), expected);
+            assert_eq!(session.get_items(Some(1)).await.unwrap(), expected[3..]);
+            assert_eq!(app.chat_row("alice", "s").await.unwrap().item_count, 4);
+            assert!(session.compaction_snapshot(10).await.unwrap().complete);
+        }
+    })
+    .await;
+}
+
 dual_backend_tests!(
     replace_swaps_the_tail_and_prunes_the_head,
     a_changed_session_is_a_conflict_and_nothing_changes,
@@ -493,4 +534,5 @@ dual_backend_tests!(
     usage_is_stored_per_turn_and_added_up,
     fork_of_a_branch_and_main_prune_keep_every_line_whole,
     forks_find_turns_after_main_changes,
+    rust_sessions_compact_atomically,
 );

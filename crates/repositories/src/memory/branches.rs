@@ -240,13 +240,12 @@ impl Memory<'_> {
             ))
             .await?;
         }
-        let state = line_state(&txn, user, chat, Line::Branch(name)).await?;
-        let user_turns = count_turns(&txn, user, chat, Line::Branch(name), &state).await?;
         txn.commit().await?;
         Ok(BranchInfo {
             branch_id: name.to_owned(),
-            message_count: state.item_count,
-            user_turns,
+            message_count: fork_at - source.position_base,
+            // Everything before turn `turn`: its turns are the ones before it.
+            user_turns: turn - 1,
             created_at: now,
         })
     }
