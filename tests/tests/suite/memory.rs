@@ -197,6 +197,19 @@ async fn turns_are_listed_found_and_read_whole(backend: Backend) {
         app.get("/sessions/s/turns/latest?turns=0", "alice")
             .await
             .assert_error(400, "invalid_request");
+        // Texts PostgreSQL's JSON functions refuse (a lone surrogate, `\u0000`) are turns too.
+        let odd = r#"{"items":[{"role":"user","content":"lone \ud83c"},{"role":"\u0000"}]}"#;
+        assert_eq!(app.post("/sessions/s/items", "alice", odd).await.status, 200);
+        let turns = app.get("/sessions/s/turns", "alice").await;
+        assert_eq!(turns.status, 200, "{}", turns.text);
+        // (Counted in the text: serde_json, like the harness, refuses the lone surrogate.)
+        assert_eq!(turns.text.matches("\"turn\":").count(), 4, "{}", turns.text);
+        assert!(turns.text.contains(r#""turn":4,"position":9,"content":"lone \ud83c""#));
+        let latest = app.get("/sessions/s/turns/latest?turns=1", "alice").await;
+        assert_eq!(latest.status, 200);
+        assert!(latest.text.starts_with(r#"{"items":[{"role":"user","content":"lone \ud83c"}"#));
+        let made = create_branch(app, "alice", json!({ "branch_id": "odd", "turn": 4 })).await;
+        assert_eq!(made.status, 201, "{}", made.text);
         // Another user sees no turns.
         assert_eq!(app.get("/sessions/s/turns", "bob").await.json(), json!({ "turns": [] }));
         assert!(items_of(&app.get("/sessions/s/turns/latest?turns=2", "bob").await).is_empty());

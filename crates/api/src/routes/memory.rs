@@ -291,7 +291,10 @@ fn turn_json(turn: &Turn) -> Option<(TurnJson, serde_json::Value)> {
     let content = raw
         .content
         .unwrap_or_else(|| RawValue::from_string("\"\"".to_owned()).expect("an empty JSON string"));
-    let value: serde_json::Value = serde_json::from_str(content.get()).ok()?;
+    // serde_json refuses some texts JSON allows (a lone surrogate escape): such a content is
+    // still the turn's, matched and previewed as its raw text.
+    let value = serde_json::from_str(content.get())
+        .unwrap_or_else(|_| serde_json::Value::String(content.get().to_owned()));
     let json = TurnJson {
         turn: turn.number,
         position: turn.position,

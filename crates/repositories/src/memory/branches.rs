@@ -5,7 +5,7 @@ use sea_orm::{ConnectionTrait, TransactionTrait};
 
 use super::{
     LineItem, LineState, Memory, Window, claim, insert_branch_items, int, line_state, read_range,
-    set_branch_range, stmt, user_message_sql,
+    set_branch_range, stmt,
 };
 use crate::sessions::now;
 use crate::{Line, MAIN_BRANCH, RepoError, RepoResult};
@@ -19,7 +19,9 @@ pub struct BranchInfo {
     pub created_at: DateTime<Utc>,
 }
 
-/// How many of a line's items are messages from the user (its turns).
+/// How many of a line's items are messages from the user (its turns): the ones it shares
+/// with main from main's turn starts (extended as needed), its own ones read. The caller
+/// holds the chat's lock.
 pub(super) async fn count_turns(
     txn: &impl ConnectionTrait,
     user: &str,
@@ -27,25 +29,35 @@ pub(super) async fn count_turns(
     line: Line<'_>,
     state: &LineState,
 ) -> RepoResult<i64> {
-    let only = user_message_sql(txn.get_database_backend());
-    let fork = state.fork_position.min(state.last_position());
-    let shared = format!(
-        "SELECT COUNT(*) AS n FROM conversation_items WHERE user_id = $1 AND chat_id = $2 \
-         AND position > $3 AND position <= $4 AND {only}"
-    );
-    let values = vec![user.into(), chat.into(), state.position_base.into(), fork.into()];
-    let row = txn.query_one_raw(stmt(txn, &shared, values)).await?;
-    let mut count = row.map(|row| int(&row, "n")).transpose()?.unwrap_or(0);
-    if let Line::Branch(name) = line {
-        let own = format!(
-            "SELECT COUNT(*) AS n FROM session_branch_items \
-             WHERE user_id = $1 AND chat_id = $2 AND branch_id = $3 AND position > $4 AND {only}"
-        );
-        let values = vec![user.into(), chat.into(), name.into(), fork.into()];
-        let row = txn.query_one_raw(stmt(txn, &own, values)).await?;
-        count += row.map(|row| int(&row, "n")).transpose()?.unwrap_or(0);
+    let main = match line {
+        Line::Main => *state,
+        Line::Branch(_) => line_state(txn, user, chat, Line::Main).await?,
+    };
+    let (own_after, shared) = if state.position_base == main.position_base {
+        let fork = state.fork_position.min(main.last_position());
+        main_turn_position(txn, user, chat, &main, i64::MAX, fork).await?;
+        let counted = txn
+            .query_one_raw(stmt(
+                txn,
+                "SELECT COUNT(*) AS n FROM session_turn_starts \
+                 WHERE user_id = $1 AND chat_id = $2 AND position <= $3",
+                vec![user.into(), chat.into(), fork.into()],
+            ))
+            .await?;
+        (fork, counted.map(|row| int(&row, "n")).transpose()?.unwrap_or(0))
+    } else {
+        (state.position_base, 0)
+    };
+    if line == Line::Main {
+        return Ok(shared);
     }
-    Ok(count)
+    let window = Window {
+        bounds: (own_after, i64::MAX),
+        limit: i64::MAX,
+        newest_first: false,
+        users_only: true,
+    };
+    Ok(shared + read_range(txn, user, chat, line, state, window).await?.len() as i64)
 }
 
 /// The position of main's turn `turn`, if main has that many turns at or before `until`,
@@ -252,7 +264,10 @@ impl Memory<'_> {
 
     /// Main and every live branch, oldest first, with their item and turn counts.
     pub async fn branches(&self, user: &str, chat: &str) -> RepoResult<Vec<BranchInfo>> {
-        let txn = self.read_txn().await?;
+        // Counting turns may extend main's turn starts: under the chat's lock.
+        let _writer = self.db.write_guard().await;
+        let txn = self.db.connection().begin().await?;
+        claim(&txn, user, chat, Line::Main, None, 0).await?;
         let main = line_state(&txn, user, chat, Line::Main).await?;
         let mut lines: Vec<(String, LineState, DateTime<Utc>)> = Vec::new();
         let Some(created_at) = main.created_at else {
@@ -429,7 +444,9 @@ impl Memory<'_> {
         Ok(())
     }
 
-    /// The latest `limit` items of a line (all without a limit), oldest first.
+    /// The latest `limit` items of a line (all without a limit), oldest first. A branch's
+    /// are read in one statement, as main's are: the branch's row gives the bounds of the
+    /// two key ranges (shared, own), and a marker row (position `-1`) says it exists.
     pub async fn latest(
         &self,
         user: &str,
@@ -437,20 +454,65 @@ impl Memory<'_> {
         line: Line<'_>,
         limit: Option<i64>,
     ) -> RepoResult<Vec<LineItem>> {
-        let txn = self.read_txn().await?;
-        let state = line_state(&txn, user, chat, line).await?;
         let limit = limit.unwrap_or(i64::MAX);
-        let low = state.last_position().saturating_sub(limit);
-        let items = read_range(
-            &txn,
-            user,
-            chat,
-            line,
-            &state,
-            Window { bounds: (low, i64::MAX), limit, newest_first: false, users_only: false },
-        )
-        .await?;
-        txn.commit().await?;
+        let Line::Branch(name) = line else {
+            let txn = self.read_txn().await?;
+            let state = line_state(&txn, user, chat, line).await?;
+            let low = state.last_position().saturating_sub(limit);
+            let window =
+                Window { bounds: (low, i64::MAX), limit, newest_first: false, users_only: false };
+            let items = read_range(&txn, user, chat, line, &state, window).await?;
+            txn.commit().await?;
+            return Ok(items);
+        };
+        let connection = self.db.connection();
+        let rows = connection
+            .query_all_raw(stmt(
+                connection,
+                LATEST_ON_BRANCH_SQL,
+                vec![user.into(), chat.into(), name.into(), limit.into()],
+            ))
+            .await?;
+        let mut items = Vec::with_capacity(rows.len());
+        let mut exists = false;
+        for row in rows {
+            let position = int(&row, "position")?;
+            if position < 0 {
+                exists = true;
+                continue;
+            }
+            items.push(LineItem {
+                position,
+                data: row.try_get("", "data")?,
+                created_at: row.try_get("", "created_at")?,
+            });
+        }
+        if !exists {
+            return Err(RepoError::NotFound(format!("no branch {name:?}")));
+        }
         Ok(items)
     }
 }
+
+/// A branch's latest `$4` items (user `$1`, chat `$2`, branch `$3`), oldest first, in one
+/// statement: main's items it shares, then its own, each a key range bounded by its row;
+/// plus a row at position -1 when the branch exists (an empty branch is not a missing one).
+const LATEST_ON_BRANCH_SQL: &str = "\
+WITH b AS (
+    SELECT position_base AS base, fork_position AS fork, position_base + item_count AS last
+    FROM session_branches
+    WHERE user_id = $1 AND chat_id = $2 AND branch_id = $3 AND NOT deleted
+)
+SELECT -1 AS position, '' AS data, created_at FROM session_branches
+WHERE user_id = $1 AND chat_id = $2 AND branch_id = $3 AND NOT deleted
+UNION ALL
+SELECT * FROM (
+    SELECT i.position, i.data, i.created_at FROM conversation_items i, b
+    WHERE i.user_id = $1 AND i.chat_id = $2 AND i.position > b.base
+      AND i.position > b.last - $4 AND i.position <= b.fork
+    UNION ALL
+    SELECT o.position, o.data, o.created_at FROM session_branch_items o, b
+    WHERE o.user_id = $1 AND o.chat_id = $2 AND o.branch_id = $3 AND o.position > b.fork
+      AND o.position > b.last - $4 AND o.position <= b.last
+) AS items
+ORDER BY position";

@@ -285,6 +285,47 @@ async fn read_range(
     state: &LineState,
     window: Window,
 ) -> RepoResult<Vec<LineItem>> {
+    if !window.users_only {
+        return read_range_sql(txn, user, chat, line, state, window).await;
+    }
+    // The database narrows the rows down to those mentioning "user" (text, so any stored
+    // item is fine: PostgreSQL's JSON functions refuse some texts that JSON allows, such as
+    // lone surrogate escapes); each is then checked here, page by page.
+    let mut found = Vec::new();
+    let (mut low, mut high) = window.bounds;
+    loop {
+        let page = Window { bounds: (low, high), limit: PAGE, ..window };
+        let rows = read_range_sql(txn, user, chat, line, state, page).await?;
+        let full = rows.len() as i64 == PAGE;
+        let Some(last) = rows.last().map(|item| item.position) else { return Ok(found) };
+        for item in rows {
+            if starts_turn_text(&item.data) {
+                found.push(item);
+                if found.len() as i64 >= window.limit {
+                    return Ok(found);
+                }
+            }
+        }
+        if !full {
+            return Ok(found);
+        }
+        if window.newest_first {
+            high = last - 1;
+        } else {
+            low = last;
+        }
+    }
+}
+
+/// [`read_range`] as SQL; with `users_only`, only a prefilter (see [`user_message_sql`]).
+async fn read_range_sql(
+    txn: &impl ConnectionTrait,
+    user: &str,
+    chat: &str,
+    line: Line<'_>,
+    state: &LineState,
+    window: Window,
+) -> RepoResult<Vec<LineItem>> {
     let Window { bounds: (low, high), limit, newest_first, users_only } = window;
     let low = low.max(state.position_base);
     let only = if users_only { user_message_sql(txn.get_database_backend()) } else { "TRUE" };
@@ -334,13 +375,25 @@ async fn read_range(
     }
 }
 
-/// A condition on a row's `data` that holds for a message from the user (`"role": "user"`),
-/// which starts a turn. The database reads the field, so only turns' first items travel.
-fn user_message_sql(backend: DbBackend) -> &'static str {
-    match backend {
-        DbBackend::Postgres => "(data::json ->> 'role') = 'user'",
-        _ => "json_extract(data, '$.role') = 'user'",
-    }
+/// A condition on a row's `data` that holds for every message from the user (and for few
+/// other items): the text `"user"` appears in it. [`starts_turn_text`] decides.
+fn user_message_sql(_backend: DbBackend) -> &'static str {
+    "data LIKE '%\"user\"%'"
+}
+
+/// The one field a turn check reads, left as its raw text (so any other content is fine).
+#[derive(serde::Deserialize)]
+struct RoleOnly<'a> {
+    #[serde(borrow)]
+    role: Option<&'a serde_json::value::RawValue>,
+}
+
+/// Whether a stored item's text is a message from the user, which starts a turn.
+pub(crate) fn starts_turn_text(data: &str) -> bool {
+    serde_json::from_str::<RoleOnly<'_>>(data)
+        .ok()
+        .and_then(|item| item.role)
+        .is_some_and(|role| role.get() == "\"user\"")
 }
 
 /// Inserts `items` as a branch's own items from `first_position` on.

@@ -54,7 +54,11 @@ impl Memory<'_> {
     ) -> RepoResult<Option<i64>> {
         let _writer = self.db.write_guard().await;
         let txn = self.write_txn().await?;
-        // Locks the line, so its latest turn cannot change before the usage is written.
+        // Locks the chat and the line, so its latest turn cannot change before the usage is
+        // written (and main's turn starts can be extended).
+        if claim(&txn, user, chat, Line::Main, None, 0).await?.is_none() {
+            return Ok(None);
+        }
         let Some(state) = claim(&txn, user, chat, line, None, 0).await? else {
             return Ok(None);
         };
