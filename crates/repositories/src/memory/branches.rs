@@ -469,7 +469,7 @@ impl Memory<'_> {
         let rows = connection
             .query_all_raw(stmt(
                 connection,
-                LATEST_ON_BRANCH_SQL,
+                &latest_on_branch_sql(connection.get_database_backend()),
                 vec![user.into(), chat.into(), name.into(), limit.into()],
             ))
             .await?;
@@ -495,24 +495,35 @@ impl Memory<'_> {
 }
 
 /// A branch's latest `$4` items (user `$1`, chat `$2`, branch `$3`), oldest first, in one
-/// statement: main's items it shares, then its own, each a key range bounded by its row;
+/// statement: main's items it shares, then its own, each a key range whose bounds are scalar
+/// subqueries on the branch's row (so both planners see constants and walk the primary key);
 /// plus a row at position -1 when the branch exists (an empty branch is not a missing one).
+/// `max` of two values is `GREATEST` on PostgreSQL, see [`latest_on_branch_sql`].
 const LATEST_ON_BRANCH_SQL: &str = "\
-WITH b AS (
-    SELECT position_base AS base, fork_position AS fork, position_base + item_count AS last
-    FROM session_branches
-    WHERE user_id = $1 AND chat_id = $2 AND branch_id = $3 AND NOT deleted
-)
 SELECT -1 AS position, '' AS data, created_at FROM session_branches
 WHERE user_id = $1 AND chat_id = $2 AND branch_id = $3 AND NOT deleted
 UNION ALL
 SELECT * FROM (
-    SELECT i.position, i.data, i.created_at FROM conversation_items i, b
-    WHERE i.user_id = $1 AND i.chat_id = $2 AND i.position > b.base
-      AND i.position > b.last - $4 AND i.position <= b.fork
+    SELECT position, data, created_at FROM conversation_items
+    WHERE user_id = $1 AND chat_id = $2
+      AND position > (SELECT max(position_base, position_base + item_count - $4)
+                      FROM session_branches
+                      WHERE user_id = $1 AND chat_id = $2 AND branch_id = $3 AND NOT deleted)
+      AND position <= (SELECT fork_position FROM session_branches
+                       WHERE user_id = $1 AND chat_id = $2 AND branch_id = $3 AND NOT deleted)
     UNION ALL
-    SELECT o.position, o.data, o.created_at FROM session_branch_items o, b
-    WHERE o.user_id = $1 AND o.chat_id = $2 AND o.branch_id = $3 AND o.position > b.fork
-      AND o.position > b.last - $4 AND o.position <= b.last
+    SELECT position, data, created_at FROM session_branch_items
+    WHERE user_id = $1 AND chat_id = $2 AND branch_id = $3
+      AND position > (SELECT max(fork_position, position_base + item_count - $4)
+                      FROM session_branches
+                      WHERE user_id = $1 AND chat_id = $2 AND branch_id = $3 AND NOT deleted)
 ) AS items
 ORDER BY position";
+
+/// [`LATEST_ON_BRANCH_SQL`] in the database's dialect.
+fn latest_on_branch_sql(backend: sea_orm::DbBackend) -> String {
+    match backend {
+        sea_orm::DbBackend::Postgres => LATEST_ON_BRANCH_SQL.replace("max(", "GREATEST("),
+        _ => LATEST_ON_BRANCH_SQL.to_owned(),
+    }
+}
