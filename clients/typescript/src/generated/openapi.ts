@@ -782,6 +782,15 @@ export interface components {
             /** @description When it was last given (RFC 3339, UTC). */
             updated_at: string;
         };
+        /** @description `{"items": [...], "first_position": p | null}` */
+        ItemsPageResponse: {
+            /**
+             * Format: int64
+             * @description The position of the first item; positions are consecutive. `null` when none.
+             */
+            first_position?: number | null;
+            items: Record<string, never>[];
+        };
         /** @description `{"items": [...]}`: the session's items, oldest first. */
         ItemsResponse: {
             items: Record<string, never>[];
@@ -892,7 +901,7 @@ export interface components {
         };
         TurnJson: {
             /** @description The user message's `content` (a string or a list of parts), exactly as stored. */
-            content: Record<string, never>;
+            content: unknown;
             /** Format: date-time */
             created_at: string;
             /**
@@ -2101,7 +2110,7 @@ export interface operations {
             path: {
                 /** @description The session (chat) id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 session_id: string;
-                /** @description The branch (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                /** @description The branch; `main` is the session itself (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 branch_id: string;
             };
             cookie?: never;
@@ -2163,23 +2172,23 @@ export interface operations {
             path: {
                 /** @description The session (chat) id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 session_id: string;
-                /** @description The branch (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                /** @description The branch; `main` is the session itself (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 branch_id: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description `{"items", "first_position"}` */
+            /** @description The items */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["SnapshotResponse"];
+                    "application/json": components["schemas"]["ItemsPageResponse"];
                 };
             };
-            /** @description Bad id or limit; `main` */
+            /** @description Bad id or limit */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2224,7 +2233,7 @@ export interface operations {
             path: {
                 /** @description The session (chat) id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 session_id: string;
-                /** @description The branch (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                /** @description The branch; `main` is the session itself (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 branch_id: string;
             };
             cookie?: never;
@@ -2244,7 +2253,7 @@ export interface operations {
                     "application/json": components["schemas"]["AddedResponse"];
                 };
             };
-            /** @description Malformed body, a non-object item; `main` */
+            /** @description Malformed body, a non-object item */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2307,7 +2316,7 @@ export interface operations {
             path: {
                 /** @description The session (chat) id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 session_id: string;
-                /** @description The branch (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                /** @description The branch; `main` is the session itself (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 branch_id: string;
             };
             cookie?: never;
@@ -2321,7 +2330,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Bad id; `main` */
+            /** @description Bad id */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2366,7 +2375,7 @@ export interface operations {
             path: {
                 /** @description The session (chat) id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 session_id: string;
-                /** @description The branch (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                /** @description The branch; `main` is the session itself (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
                 branch_id: string;
             };
             cookie?: never;
@@ -2382,7 +2391,7 @@ export interface operations {
                     "application/json": components["schemas"]["PopResponse"];
                 };
             };
-            /** @description Bad id; `main` */
+            /** @description Bad id */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2931,6 +2940,7 @@ export interface operations {
             query: {
                 /** @description How many whole turns (at least 1). */
                 turns: number;
+                /** @description The line; `main` by default. */
                 branch?: string;
             };
             header?: never;
@@ -2942,13 +2952,13 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description `{"items", "first_position"}`; the whole line when it has fewer turns */
+            /** @description The items; the whole line when it has fewer turns */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["SnapshotResponse"];
+                    "application/json": components["schemas"]["ItemsPageResponse"];
                 };
             };
             /** @description Bad id, branch or turns */
@@ -3126,6 +3136,7 @@ export interface operations {
     get_turn_usage: {
         parameters: {
             query?: {
+                /** @description The line; `main` by default. */
                 branch?: string;
                 /** @description One turn only. */
                 turn?: number;
