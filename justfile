@@ -27,6 +27,11 @@ test:
 ts-generate:
     clients/typescript/scripts/generate
 
+# Take the README's console screenshots (docs/console-*.png): light and dark, laptop and
+# phone, in headless chromium (apt-get install chromium chromium-driver).
+console-screenshots:
+    CONSOLE_SCREENSHOTS="{{justfile_directory()}}/docs" cargo test -p chatstore-tests --test suite console_browser::screenshots
+
 # Formatting and lints, as CI runs them.
 lint:
     cargo fmt --all --check

@@ -7,7 +7,9 @@ use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{attachment_content, chatkit, chats, health, memory, run, sessions, threads};
+use crate::routes::{
+    attachment_content, chatkit, chats, console, health, memory, run, sessions, threads,
+};
 
 /// The whole document: the shared parts below, plus each route module's own `Doc`.
 pub(crate) fn document() -> utoipa::openapi::OpenApi {
@@ -20,6 +22,8 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
     document.merge(attachment_content::Doc::openapi());
     document.merge(chatkit::Doc::openapi());
     document.merge(run::Doc::openapi());
+    document.merge(console::Doc::openapi());
+    console::document_assets(&mut document);
     document_shared_rules(&mut document);
     document
 }
@@ -114,6 +118,8 @@ fn error_response(description: &str) -> RefOr<Response> {
             protocol (`get_items`, `add_items`, `pop_item`, `clear_session`)"),
         (name = "memory", description = "Advanced agent memory: conditional tail replace \
             (compaction), turns, branches and run usage (the SDK's `AdvancedSQLiteSession`)"),
+        (name = "console", description = "The web console at `/console`: its page and files \
+            need no token; it signs in with a bearer token"),
     ),
 )]
 pub(crate) struct ApiDoc;

@@ -348,6 +348,23 @@ fn items_after_query(
         .limit(limit)
 }
 
+/// One page of a backwards read: the items before position `before`, newest first.
+fn items_before_query(
+    user: &str,
+    session: &str,
+    before: i64,
+    limit: u64,
+) -> Select<conversation_item::Entity> {
+    conversation_item::Entity::find()
+        .select_only()
+        .column(conversation_item::Column::Position)
+        .column(conversation_item::Column::Data)
+        .filter(of_session(user, session))
+        .filter(conversation_item::Column::Position.lt(before))
+        .order_by_desc(conversation_item::Column::Position)
+        .limit(limit)
+}
+
 /// The read statements of this module, for checking their query plans.
 pub(crate) fn read_statements(backend: DbBackend) -> Vec<(&'static str, Statement)> {
     vec![
@@ -357,6 +374,7 @@ pub(crate) fn read_statements(backend: DbBackend) -> Vec<(&'static str, Statemen
             latest_items_statement(backend, latest_items_joined_sql(backend), "u1", "s1", 50),
         ),
         ("session full-read page", items_after_query("u1", "s1", 0, 500).build(backend)),
+        ("session page before", items_before_query("u1", "s1", 1000, 50).build(backend)),
     ]
 }
 
@@ -471,6 +489,28 @@ impl Sessions<'_> {
             .into_tuple()
             .all(self.db.connection())
             .await?)
+    }
+
+    /// Up to `limit` items just before position `before`, oldest first, with their positions:
+    /// one page of a session read backwards (the console scrolling up). A `before` past the
+    /// newest item gives the newest `limit`. One key-range read on the primary key, newest
+    /// first with a LIMIT, so it costs `limit` rows however long the history is.
+    pub async fn items_before(
+        &self,
+        user: &str,
+        session: &str,
+        before: i64,
+        limit: u64,
+    ) -> RepoResult<Vec<(i64, String)>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut page: Vec<(i64, String)> = items_before_query(user, session, before, limit)
+            .into_tuple()
+            .all(self.db.connection())
+            .await?;
+        page.reverse();
+        Ok(page)
     }
 
     /// A reader of the whole session, page by page, from one snapshot: writes that commit

@@ -16,6 +16,8 @@ mod chatkit_store;
 mod chatkit_stream;
 mod chats;
 mod connections;
+mod console;
+mod console_browser;
 mod depth;
 mod errors;
 mod fuzz_regressions;

@@ -479,7 +479,7 @@ pub(crate) async fn delete_branch(
     AuthUser(user): AuthUser,
     Path((session, branch)): Path<(Id, Id)>,
 ) -> ApiResult<StatusCode> {
-    let line = branch_name(Some(&branch))?;
+    let line = Line::named(Some(branch.as_str()));
     state.db.memory().delete_branch(&user, &session, line.name()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -528,7 +528,7 @@ pub(crate) async fn get_branch_items(
     Path((session, branch)): Path<(Id, Id)>,
     Query(query): Query<BranchItemsQuery>,
 ) -> ApiResult<Response> {
-    let line = branch_name(Some(&branch))?;
+    let line = Line::named(Some(branch.as_str()));
     if query.limit.is_some_and(|limit| limit < 0) {
         return Err(ApiError::invalid("limit must be 0 or a positive integer"));
     }
@@ -567,7 +567,7 @@ pub(crate) async fn add_branch_items(
     Json(body): Json<crate::routes::sessions::AddItemsRequest>,
 ) -> ApiResult<Json<AddedResponse>> {
     let items = object_items("items", &body.items)?;
-    let added = match branch_name(Some(&branch))? {
+    let added = match Line::named(Some(branch.as_str())) {
         Line::Main => state.db.sessions().add_items(&user, &session, &items, None).await?,
         Line::Branch(name) => {
             state.db.memory().append_branch(&user, &session, name, &items).await?
@@ -592,7 +592,7 @@ pub(crate) async fn clear_branch(
     AuthUser(user): AuthUser,
     Path((session, branch)): Path<(Id, Id)>,
 ) -> ApiResult<StatusCode> {
-    match branch_name(Some(&branch))? {
+    match Line::named(Some(branch.as_str())) {
         Line::Main => state.db.sessions().clear(&user, &session).await?,
         Line::Branch(name) => state.db.memory().clear_branch(&user, &session, name).await?,
     }
@@ -615,7 +615,7 @@ pub(crate) async fn pop_branch(
     AuthUser(user): AuthUser,
     Path((session, branch)): Path<(Id, Id)>,
 ) -> ApiResult<Response> {
-    let item = match branch_name(Some(&branch))? {
+    let item = match Line::named(Some(branch.as_str())) {
         Line::Main => state.db.sessions().pop_item(&user, &session).await?,
         Line::Branch(name) => state.db.memory().pop_branch(&user, &session, name).await?,
     };

@@ -16,6 +16,7 @@ use crate::state::AppState;
 pub(crate) mod attachment_content;
 pub(crate) mod chatkit;
 pub(crate) mod chats;
+pub(crate) mod console;
 pub(crate) mod health;
 pub(crate) mod memory;
 pub(crate) mod run;
@@ -37,6 +38,7 @@ pub(crate) fn router(settings: &Settings) -> Router<AppState> {
         .merge(chatkit::router())
         .merge(run::router())
         .merge(threads::router())
+        .merge(console::router())
 }
 
 /// A JSON response whose body is `text` as is (stored JSON, never re-encoded).

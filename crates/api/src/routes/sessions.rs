@@ -48,14 +48,27 @@ pub(crate) struct ItemsQuery {
     /// it, every item. A negative limit is a 400.
     #[param(minimum = 0)]
     limit: Option<i64>,
+    /// Page backwards: the `limit` items (20 without `limit`) just before this position,
+    /// oldest first, and `first_position`, the position of the first of them, to ask for the
+    /// page before it. A position past the newest item gives the newest ones. Positions
+    /// start at 1, so `before=1` is an empty page.
+    #[param(minimum = 0)]
+    before: Option<i64>,
 }
 
-/// `{"items": [...]}`: the session's items, oldest first.
+/// Items per backwards page when `before` comes without `limit`.
+const DEFAULT_BEFORE_LIMIT: u64 = 20;
+
+/// `{"items": [...]}`: the session's items, oldest first; with `before`, also
+/// `first_position`.
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)] // documents the hand-built response body
 pub(crate) struct ItemsResponse {
     #[schema(value_type = Vec<Object>)]
     items: Vec<()>,
+    /// Only with `before`: the position of the first item of `items`, or `null` when the
+    /// page is empty (there is nothing before it).
+    first_position: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -82,12 +95,13 @@ pub(crate) struct PopResponse {
 }
 
 /// `get_items(limit)`: the latest `limit` items, oldest first (all of them without `limit`).
+/// With `before`, one page of a backwards read (the console's scrolling).
 #[utoipa::path(get, path = "/sessions/{session_id}/items", tag = "sessions",
     params(("session_id" = String, Path, description = "Any non-empty UTF-8 string up to 255 bytes, percent-encoded"), ItemsQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The items; an unknown session has none", body = ItemsResponse),
-        (status = 400, description = "Bad session id or limit", body = ErrorBody),
+        (status = 400, description = "Bad session id, limit or before", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
     ))]
 pub(crate) async fn get_items(
@@ -96,6 +110,18 @@ pub(crate) async fn get_items(
     Path(session): Path<Id>,
     Query(query): Query<ItemsQuery>,
 ) -> ApiResult<Response> {
+    if let Some(before) = query.before {
+        if before < 0 {
+            return Err(ApiError::invalid("before must be 0 or a positive integer"));
+        }
+        let limit = match query.limit {
+            Some(limit) => u64::try_from(limit)
+                .map_err(|_| ApiError::invalid("limit must be 0 or a positive integer"))?,
+            None => DEFAULT_BEFORE_LIMIT,
+        };
+        let page = state.db.sessions().items_before(&user, &session, before, limit).await?;
+        return Ok(page_body(&page));
+    }
     match query.limit {
         Some(limit) => {
             let limit = u64::try_from(limit)
@@ -211,6 +237,24 @@ fn items_body<'a>(items: impl Iterator<Item = &'a str>) -> Response {
         body.push_str(item);
     }
     body.push_str("]}");
+    json_text(StatusCode::OK, body)
+}
+
+/// `{"items":[...],"first_position":p}` from a backwards page (positions with item texts).
+fn page_body(page: &[(i64, String)]) -> Response {
+    let mut body = String::from("{\"items\":[");
+    for (index, (_, item)) in page.iter().enumerate() {
+        if index > 0 {
+            body.push(',');
+        }
+        body.push_str(item);
+    }
+    body.push_str("],\"first_position\":");
+    match page.first() {
+        Some((position, _)) => body.push_str(&position.to_string()),
+        None => body.push_str("null"),
+    }
+    body.push('}');
     json_text(StatusCode::OK, body)
 }
 
