@@ -21,6 +21,7 @@ mod m20261122_000002_create_chatkit_threads;
 mod m20261122_000003_create_chatkit_attachments;
 mod m20261130_000004_chat_metadata_and_tags;
 mod m20261130_000005_search;
+mod m20261130_000006_agent_memory;
 mod m20261130_000007_retention;
 
 #[derive(Debug)]
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_create_chatkit_attachments::Migration),
             Box::new(m20261130_000004_chat_metadata_and_tags::Migration),
             Box::new(m20261130_000005_search::Migration),
+            Box::new(m20261130_000006_agent_memory::Migration),
             Box::new(m20261130_000007_retention::Migration),
         ]
     }

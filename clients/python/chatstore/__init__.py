@@ -7,6 +7,7 @@ extra); they are imported on first use, so ``import chatstore`` works without it
 
 from typing import TYPE_CHECKING, Any
 
+from .advanced import ChatstoreAdvancedSession
 from .errors import ChatstoreConnectionError, ChatstoreError
 from .session import DEFAULT_TIMEOUT, ChatstoreSession
 
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from .chatkit_store import ChatstoreAttachmentStore, ChatstoreStore
 
 __all__ = [
+    "ChatstoreAdvancedSession",
     "ChatstoreAttachmentStore",
     "ChatstoreConnectionError",
     "ChatstoreError",

@@ -33,9 +33,10 @@ import json
 import operator
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Callable
 
 import httpx
+from agents.memory.session import _CompactionSnapshot
 from agents.memory.session_settings import (
     SessionSettings,
     coerce_session_settings,
@@ -53,10 +54,13 @@ from ._http import (
     settle,
     unexpected,
 )
+from .errors import ChatstoreError
 
 __all__ = ["ChatstoreSession", "DEFAULT_TIMEOUT"]
 
 _MAX_LIMIT = 2**63 - 1
+# The most items one snapshot request reads (the server's cap).
+_SNAPSHOT_PAGE = 10_000
 
 
 class ChatstoreSession(OwnedClient):
@@ -115,8 +119,9 @@ class ChatstoreSession(OwnedClient):
         self._retry_backoff = retry_backoff
         self._use_client(client, timeout)
         encoded = path_segment(session_id)
-        self._items_url = f"{self._base_url}/sessions/{encoded}/items"
-        self._pop_url = f"{self._base_url}/sessions/{encoded}/pop"
+        self._session_url = f"{self._base_url}/sessions/{encoded}"
+        self._items_url = f"{self._session_url}/items"
+        self._pop_url = f"{self._session_url}/pop"
 
     def __repr__(self) -> str:
         return f"ChatstoreSession(session_id={self.session_id!r}, base_url={self._base_url!r})"
@@ -172,6 +177,108 @@ class ChatstoreSession(OwnedClient):
         """Remove every item of this session (an unknown session is fine)."""
         await settle(self._request("DELETE", self._items_url, retry=True))
 
+    # -- the SDK's compaction hook ----------------------------------------------------------
+
+    def _snapshot_branch(self) -> str | None:
+        """The line a compaction snapshot reads and replaces: ``None`` is ``main``."""
+        return None
+
+    async def _read_snapshot(self, limit: int, after: int | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        if after is not None:
+            params["after"] = after
+        branch = self._snapshot_branch()
+        if branch is not None:
+            params["branch"] = branch
+        url = f"{self._session_url}/snapshot"
+        response = await self._request("GET", url, params=params, retry=True)
+        body = json_body(response)
+        if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+            raise unexpected(response, 'expected {"items": [...], "revision": n, ...}')
+        return body
+
+    async def _get_compaction_snapshot(
+        self,
+        limit: int,
+        *,
+        prune_prefix: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> _CompactionSnapshot | None:
+        """The SDK's private compaction hook, as ``SQLiteSession`` implements it.
+
+        Reads the latest ``limit`` items with the session's revision. ``replace_suffix(start,
+        items)`` then replaces the read items from ``start`` on by ``items`` in one atomic
+        server step, only if the session did not change since the read (else it answers
+        ``False`` and nothing changed). With ``prune_prefix``, the same step also removes the
+        leading run of items the predicate accepts (before the replaced part): the predicate
+        runs here, on the items read from the start, and the server is told how many.
+        """
+        limit = max(1, min(operator.index(limit), _SNAPSHOT_PAGE))
+        snap = await self._read_snapshot(limit)
+        items: list[dict[str, Any]] = snap["items"]
+        revision = snap["revision"]
+        base = snap["position_base"]
+        first = snap["first_position"]
+        complete = first is None or first == base + 1
+        branch = self._snapshot_branch()
+
+        async def count_prefix(before: int) -> int | None:
+            """How many leading items (at positions up to ``before``) the predicate accepts;
+            ``None`` if the session changed meanwhile."""
+            assert prune_prefix is not None
+            accepted = 0
+            position = base
+            while position < before:
+                page = await self._read_snapshot(_SNAPSHOT_PAGE, after=position)
+                if page["revision"] != revision:
+                    return None
+                if not page["items"]:
+                    break
+                for offset, item in enumerate(page["items"]):
+                    if page["first_position"] + offset > before or not prune_prefix(item):
+                        return accepted
+                    accepted += 1
+                position = page["first_position"] + len(page["items"]) - 1
+            return accepted
+
+        async def replace_suffix(start: int, output: list[dict[str, Any]]) -> bool:
+            if first is None or not items[start:]:
+                return False
+            after = first + start - 1
+            prune = 0
+            if prune_prefix is not None:
+                counted = await count_prefix(after)
+                if counted is None:
+                    return False
+                prune = counted
+            body: dict[str, Any] = {
+                "revision": revision,
+                "after_position": after,
+                "prune_leading": prune,
+                "items": list(output),
+            }
+            if branch is not None:
+                body["branch"] = branch
+            content = _encode_body(body)
+            # Not retried: a replace whose answer was lost may have happened, and its repeat
+            # would answer 409.
+            try:
+                await settle(
+                    self._request(
+                        "POST",
+                        f"{self._session_url}/replace",
+                        content=content,
+                        headers={"Content-Type": "application/json"},
+                        retry=False,
+                    )
+                )
+            except ChatstoreError as exc:
+                if exc.status_code == 409:
+                    return False
+                raise
+            return True
+
+        return _CompactionSnapshot(items, complete, replace_suffix)
+
     # -- HTTP ------------------------------------------------------------------------------
 
     async def _token(self) -> str:
@@ -199,6 +306,31 @@ class ChatstoreSession(OwnedClient):
             content=content,
             headers=headers,
         )
+
+
+def _encode_body(body: Mapping[str, Any]) -> bytes:
+    """A JSON request body whose ``items`` are checked to be objects."""
+    batch = _checked_items(body["items"])
+    try:
+        text = json.dumps(
+            {**body, "items": batch}, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        )
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            "items contain a lone surrogate, which is not valid JSON text for chatstore"
+        ) from exc
+
+
+def _checked_items(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    batch = []
+    for index, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise TypeError(
+                f"items[{index}] must be a dict (a JSON object), not {type(item).__name__}"
+            )
+        batch.append(item if isinstance(item, dict) else dict(item))
+    return batch
 
 
 def _encode_items(items: Sequence[Mapping[str, Any]]) -> bytes:

@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::{Client, Method, StatusCode, Url};
 use serde::Deserialize;
 
-use crate::{Item, Session, SessionError, SessionSettings};
+use crate::{CompactableSession, CompactionSnapshot, Item, Session, SessionError, SessionSettings};
 
 /// Attempts of one `add_items` call; retries reuse the idempotency key, so they never
 /// duplicate the batch.
@@ -17,6 +17,8 @@ pub struct HttpSession {
     client: Client,
     items_url: Url,
     pop_url: Url,
+    snapshot_url: Url,
+    replace_url: Url,
     token: String,
     session_id: String,
     settings: SessionSettings,
@@ -25,6 +27,14 @@ pub struct HttpSession {
 #[derive(Deserialize)]
 struct ItemsBody {
     items: Vec<Item>,
+}
+
+#[derive(Deserialize)]
+struct SnapshotBody {
+    items: Vec<Item>,
+    first_position: Option<i64>,
+    revision: i64,
+    position_base: i64,
 }
 
 #[derive(Deserialize)]
@@ -67,6 +77,8 @@ impl HttpSession {
         Ok(Self {
             items_url: url_for("items")?,
             pop_url: url_for("pop")?,
+            snapshot_url: url_for("snapshot")?,
+            replace_url: url_for("replace")?,
             client,
             token: token.into(),
             session_id,
@@ -172,5 +184,43 @@ impl Session for HttpSession {
     async fn clear_session(&self) -> Result<(), SessionError> {
         self.send(Method::DELETE, self.items_url.clone(), None, None).await?;
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl CompactableSession for HttpSession {
+    async fn compaction_snapshot(&self, limit: usize) -> Result<CompactionSnapshot, SessionError> {
+        let mut url = self.snapshot_url.clone();
+        url.query_pairs_mut().append_pair("limit", &limit.clamp(1, 10_000).to_string());
+        let body: SnapshotBody = self.send(Method::GET, url, None, None).await?.json().await?;
+        let complete = body.first_position.is_none_or(|first| first == body.position_base + 1);
+        Ok(CompactionSnapshot {
+            items: body.items,
+            complete,
+            revision: body.revision,
+            first_position: body.first_position,
+        })
+    }
+
+    async fn replace_suffix(
+        &self,
+        snapshot: &CompactionSnapshot,
+        start: usize,
+        items: &[Item],
+        prune_leading: usize,
+    ) -> Result<bool, SessionError> {
+        let Some(after_position) = snapshot.replace_after(start) else { return Ok(false) };
+        let body = format!(
+            "{{\"revision\":{},\"after_position\":{after_position},\"prune_leading\":{prune_leading},\"items\":[{}]}}",
+            snapshot.revision,
+            items.iter().map(Item::as_json).collect::<Vec<_>>().join(",")
+        );
+        // Not retried: a replace whose answer was lost may have happened, and would then
+        // answer 409.
+        match self.send(Method::POST, self.replace_url.clone(), Some(body), None).await {
+            Ok(_) => Ok(true),
+            Err(SessionError::Server { status: 409 | 404, .. }) => Ok(false),
+            Err(err) => Err(err),
+        }
     }
 }

@@ -9,11 +9,13 @@
 //!   library;
 //! - [`HttpSession`]: over chatstore's HTTP API, for agents talking to a remote server.
 
+mod compaction;
 mod error;
 mod http;
 mod item;
 mod store;
 
+pub use compaction::{CompactableSession, CompactionSnapshot};
 pub use error::SessionError;
 pub use http::HttpSession;
 pub use item::Item;

@@ -1,8 +1,8 @@
 //! A session over chatstore's repositories, for agents that link the library.
 
-use repositories::Db;
+use repositories::{Db, Line, RepoError, TailReplace};
 
-use crate::{Item, Session, SessionError, SessionSettings};
+use crate::{CompactableSession, CompactionSnapshot, Item, Session, SessionError, SessionSettings};
 
 /// A session stored in chatstore's database, owned by one user.
 #[derive(Debug, Clone)]
@@ -64,5 +64,49 @@ impl Session for StoreSession {
 
     async fn clear_session(&self) -> Result<(), SessionError> {
         Ok(self.db.sessions().clear(&self.user_id, &self.session_id).await?)
+    }
+}
+
+#[async_trait::async_trait]
+impl CompactableSession for StoreSession {
+    async fn compaction_snapshot(&self, limit: usize) -> Result<CompactionSnapshot, SessionError> {
+        let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+        let read = self
+            .db
+            .memory()
+            .snapshot(&self.user_id, &self.session_id, Line::Main, limit, None)
+            .await?;
+        let first_position = read.items.first().map(|item| item.position);
+        let complete = first_position.is_none_or(|first| first == read.state.position_base + 1);
+        let items =
+            read.items.iter().map(|item| Item::from_json(&item.data)).collect::<Result<_, _>>()?;
+        Ok(CompactionSnapshot { items, complete, revision: read.state.revision, first_position })
+    }
+
+    async fn replace_suffix(
+        &self,
+        snapshot: &CompactionSnapshot,
+        start: usize,
+        items: &[Item],
+        prune_leading: usize,
+    ) -> Result<bool, SessionError> {
+        let Some(after_position) = snapshot.replace_after(start) else { return Ok(false) };
+        let texts: Vec<&str> = items.iter().map(Item::as_json).collect();
+        let change = TailReplace {
+            revision: snapshot.revision,
+            after_position,
+            prune_leading: i64::try_from(prune_leading).unwrap_or(i64::MAX),
+            items: &texts,
+        };
+        match self
+            .db
+            .memory()
+            .replace_tail(&self.user_id, &self.session_id, Line::Main, change)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(RepoError::Conflict(_) | RepoError::NotFound(_)) => Ok(false),
+            Err(err) => Err(err.into()),
+        }
     }
 }

@@ -8,7 +8,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::routes::{
-    attachment_content, chatkit, chats, console, data, health, run, search, sessions, threads,
+    attachment_content, chatkit, chats, console, data, health, memory, run, search, sessions,
+    threads,
 };
 
 /// The whole document: the shared parts below, plus each route module's own `Doc`.
@@ -16,6 +17,7 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
     let mut document = ApiDoc::openapi();
     document.merge(health::Doc::openapi());
     document.merge(sessions::Doc::openapi());
+    document.merge(memory::Doc::openapi());
     document.merge(chats::Doc::openapi());
     document.merge(threads::Doc::openapi());
     document.merge(attachment_content::Doc::openapi());
@@ -117,6 +119,8 @@ fn error_response(description: &str) -> RefOr<Response> {
         (name = "operations", description = "Liveness, readiness and metrics; no token needed"),
         (name = "sessions", description = "Agent session memory: the OpenAI Agents SDK `Session` \
             protocol (`get_items`, `add_items`, `pop_item`, `clear_session`)"),
+        (name = "memory", description = "Advanced agent memory: conditional tail replace \
+            (compaction), turns, branches and run usage (the SDK's `AdvancedSQLiteSession`)"),
         (name = "console", description = "The web console at `/console`: its page and files \
             need no token; it signs in with a bearer token"),
     ),

@@ -20,24 +20,25 @@ mod chatkit;
 mod data;
 mod growth;
 mod http;
+mod memory;
 mod search;
 mod sqlite;
 mod turns;
 
 #[derive(Debug, Parser)]
 #[command(about = "Benchmarks chatstore and writes BENCHMARKS.md")]
-struct Args {
+pub(crate) struct Args {
     /// Where to write the report.
     #[arg(long, default_value = "BENCHMARKS.md")]
-    out: std::path::PathBuf,
+    pub(crate) out: std::path::PathBuf,
     /// Requests per measurement round.
     #[arg(long, default_value_t = 200)]
-    requests: usize,
+    pub(crate) requests: usize,
     /// Interleaved rounds per comparison.
     #[arg(long, default_value_t = 10)]
-    rounds: usize,
+    pub(crate) rounds: usize,
     /// Run only these sections (turns, chatkit, growth, sqlite, reads, chats, tags, threads,
-    /// data, search); all by default.
+    /// data, search, memory); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Seconds per row of the turn tables, split between chatstore and its reference.
@@ -79,7 +80,7 @@ pub(crate) fn micros(duration: Duration) -> String {
 }
 
 /// Times `requests` sequential GETs of `path` as `user`, checking each answers 200.
-async fn time_gets(
+pub(crate) async fn time_gets(
     app: &TestApp,
     path: &str,
     user: &str,
@@ -99,7 +100,7 @@ async fn time_gets(
 }
 
 /// Appends `count` items to a session, in batches, straight through the repositories.
-async fn load_session(
+pub(crate) async fn load_session(
     app: &TestApp,
     user: &str,
     session: &str,
@@ -300,7 +301,7 @@ async fn thread_paging_depth(
 }
 
 /// A table row comparing `base` with `other`: p50, p99, mean of each and the p50 ratio.
-fn write_row(report: &mut String, backend: Backend, base: &Series, other: &Series) {
+pub(crate) fn write_row(report: &mut String, backend: Backend, base: &Series, other: &Series) {
     let name = match backend {
         Backend::Postgres => "PostgreSQL",
         Backend::Sqlite => "SQLite",
@@ -414,7 +415,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = writeln!(report, "# Benchmarks\n");
     let _ = writeln!(
         report,
-        "Written by `chatstore-bench` on {} on {}.\n\nReproduce with `just bench` (a release build of `chatstore` and `chatstore-bench`, then `target/release/chatstore-bench --out BENCHMARKS.md`; `--only turns,chatkit,growth,sqlite,reads,chats,tags,threads,data,search` for some sections). \
+        "Written by `chatstore-bench` on {} on {}.\n\nReproduce with `just bench` (a release build of `chatstore` and `chatstore-bench`, then `target/release/chatstore-bench --out BENCHMARKS.md`; `--only turns,chatkit,growth,sqlite,reads,chats,tags,threads,data,search,memory` for some sections). \
          Each table is measured in one run, with the things it compares interleaved round by round; \
          the machines are shared and noisy, so read the ratios, not the absolute times.\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
@@ -643,6 +644,15 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    if wanted("memory") {
+        let _ = writeln!(
+            report,
+            "\n## Advanced agent memory at 100 and 100,000 items\n\n\
+         Forks, branch reads and compactions over HTTP, one client, on sessions of 100 and \
+         100,000 items in the same database.\n"
+        );
+        memory::memory(&args, &mut report).await?;
+    }
     let _ = writeln!(report, "\n{CHANGES}");
 
     std::fs::write(&args.out, &report)

@@ -309,6 +309,8 @@ impl Chats<'_> {
             update = update.col_expr(chat::Column::Tags, Expr::value(tags.to_json()));
         }
         if let Some(items) = &changes.items {
+            // Branches keep the history they forked from.
+            crate::memory::detach_branches(&txn, user, chat_id, 0).await?;
             conversation_item::Entity::delete_many()
                 .filter(conversation_item::Column::UserId.eq(user))
                 .filter(conversation_item::Column::ChatId.eq(chat_id))
@@ -316,7 +318,7 @@ impl Chats<'_> {
                 .await?;
             insert_items(&txn, user, chat_id, 1, items, now).await?;
             let count = i64::try_from(items.len()).unwrap_or(i64::MAX);
-            update = update.col_expr(chat::Column::ItemCount, Expr::value(count));
+            crate::sessions::set_item_range(&txn, user, chat_id, 0, count).await?;
         }
         update.exec(&txn).await?;
         let updated = self.get_in(&txn, user, chat_id).await?;

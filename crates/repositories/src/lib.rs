@@ -13,6 +13,7 @@ mod feedback;
 mod held;
 mod id;
 mod json_depth;
+mod memory;
 mod page;
 mod plans;
 mod records;
@@ -28,6 +29,10 @@ pub use error::{RepoError, RepoResult};
 pub use feedback::Feedback;
 pub use id::{Id, IdError, given_cursor, optional_cursor};
 pub use json_depth::{MAX_JSON_NESTING, nests_too_deep};
+pub use memory::{
+    BranchInfo, Line, LineItem, LineState, MAIN_BRANCH, Memory, Replaced, Snapshot, TailReplace,
+    Turn, TurnUsage, UsageTotals, starts_turn,
+};
 pub use page::{Order, Page};
 pub use plans::QueryPlan;
 pub use records::{Exporter, Importer, KINDS, RecordKind, Records, user_tables};

@@ -36,11 +36,12 @@ WITH chat AS (
     INSERT INTO chats AS c (user_id, chat_id, title, is_active, item_count, created_at, updated_at)
     VALUES ($1, $2, NULL, TRUE, $3, $4, $4)
     ON CONFLICT (user_id, chat_id)
-    DO UPDATE SET updated_at = EXCLUDED.updated_at, item_count = c.item_count + EXCLUDED.item_count
-    RETURNING item_count
+    DO UPDATE SET updated_at = EXCLUDED.updated_at, item_count = c.item_count + EXCLUDED.item_count,
+                  revision = c.revision + 1
+    RETURNING item_count, position_base
 )
 INSERT INTO conversation_items (user_id, chat_id, position, data, created_at)
-SELECT $1, $2, chat.item_count - $3 + item.n, item.data, $4
+SELECT $1, $2, chat.position_base + chat.item_count - $3 + item.n, item.data, $4
 FROM chat, unnest($5::text[]) WITH ORDINALITY AS item (data, n)";
 
 /// [`APPEND_SQL`] guarded by an idempotency key (`$6`, with the batch digest `$7`): the key
@@ -57,11 +58,12 @@ WITH new_key AS (
     INSERT INTO chats AS c (user_id, chat_id, title, is_active, item_count, created_at, updated_at)
     SELECT $1, $2, NULL, TRUE, $3, $4, $4 FROM new_key
     ON CONFLICT (user_id, chat_id)
-    DO UPDATE SET updated_at = EXCLUDED.updated_at, item_count = c.item_count + EXCLUDED.item_count
-    RETURNING item_count
+    DO UPDATE SET updated_at = EXCLUDED.updated_at, item_count = c.item_count + EXCLUDED.item_count,
+                  revision = c.revision + 1
+    RETURNING item_count, position_base
 )
 INSERT INTO conversation_items (user_id, chat_id, position, data, created_at)
-SELECT $1, $2, chat.item_count - $3 + item.n, item.data, $4
+SELECT $1, $2, chat.position_base + chat.item_count - $3 + item.n, item.data, $4
 FROM chat, unnest($5::text[]) WITH ORDINALITY AS item (data, n)";
 
 /// Appends a batch on SQLite in one script, so in one hand-off to the thread that owns the
@@ -74,9 +76,11 @@ BEGIN IMMEDIATE;
 INSERT INTO chats AS c (user_id, chat_id, title, is_active, item_count, created_at, updated_at)
 VALUES ($1, $2, NULL, TRUE, $3, $4, $4)
 ON CONFLICT (user_id, chat_id)
-DO UPDATE SET updated_at = excluded.updated_at, item_count = c.item_count + excluded.item_count;
+DO UPDATE SET updated_at = excluded.updated_at, item_count = c.item_count + excluded.item_count,
+              revision = c.revision + 1;
 INSERT INTO conversation_items (user_id, chat_id, position, data, created_at)
-SELECT $1, $2, (SELECT item_count FROM chats WHERE user_id = $1 AND chat_id = $2) - $3 + item.key + 1,
+SELECT $1, $2,
+       (SELECT position_base + item_count FROM chats WHERE user_id = $1 AND chat_id = $2) - $3 + item.key + 1,
        item.value, $4
 FROM json_each($5) AS item;
 COMMIT";
@@ -126,9 +130,11 @@ SELECT $1, $2, NULL, TRUE, $3, $4, $4
 WHERE NOT EXISTS (SELECT 1 FROM session_idempotency_keys
                   WHERE user_id = $1 AND chat_id = $2 AND idempotency_key = $6)
 ON CONFLICT (user_id, chat_id)
-DO UPDATE SET updated_at = excluded.updated_at, item_count = c.item_count + excluded.item_count;
+DO UPDATE SET updated_at = excluded.updated_at, item_count = c.item_count + excluded.item_count,
+              revision = c.revision + 1;
 INSERT INTO conversation_items (user_id, chat_id, position, data, created_at)
-SELECT $1, $2, (SELECT item_count FROM chats WHERE user_id = $1 AND chat_id = $2) - $3 + item.key + 1,
+SELECT $1, $2,
+       (SELECT position_base + item_count FROM chats WHERE user_id = $1 AND chat_id = $2) - $3 + item.key + 1,
        item.value, $4
 FROM json_each($5) AS item WHERE changes() = 1;
 INSERT INTO session_idempotency_keys
@@ -212,21 +218,41 @@ pub(crate) fn chat_insert(
         .to_owned())
 }
 
-/// Sets a chat's `item_count` and moves it to the top of its user's list.
-async fn set_item_count(
+/// Sets which positions a chat's items hold (`position_base + 1 ..= position_base +
+/// item_count`), counts a new revision of its items, and moves it to the top of its user's
+/// list. Written out because `position_base` and `revision` are bookkeeping of this crate,
+/// not fields of the chat entity.
+pub(crate) async fn set_item_range(
     txn: &impl ConnectionTrait,
     user: &str,
     chat_id: &str,
+    position_base: i64,
     item_count: i64,
 ) -> RepoResult<()> {
-    chat::Entity::update_many()
-        .col_expr(chat::Column::ItemCount, Expr::value(item_count))
-        .col_expr(chat::Column::UpdatedAt, Expr::value(now()))
-        .filter(chat::Column::UserId.eq(user))
-        .filter(chat::Column::ChatId.eq(chat_id))
-        .exec(txn)
-        .await?;
+    txn.execute_raw(Statement::from_sql_and_values(
+        txn.get_database_backend(),
+        "UPDATE chats SET item_count = $3, position_base = $4, revision = revision + 1, \
+         updated_at = $5 WHERE user_id = $1 AND chat_id = $2",
+        [user.into(), chat_id.into(), item_count.into(), position_base.into(), now().into()],
+    ))
+    .await?;
     Ok(())
+}
+
+/// Locks a chat's row and answers `(position_base, item_count)`, or `None` for no chat.
+pub(crate) async fn lock_item_range(
+    txn: &impl ConnectionTrait,
+    user: &str,
+    chat_id: &str,
+) -> RepoResult<Option<(i64, i64)>> {
+    Ok(chat::Entity::find_by_id(chat_key(user, chat_id))
+        .select_only()
+        .expr(Expr::cust("position_base"))
+        .column(chat::Column::ItemCount)
+        .lock_exclusive()
+        .into_tuple()
+        .one(txn)
+        .await?)
 }
 
 /// Inserts `items` with positions from `first_position` on, in statements of
@@ -272,20 +298,20 @@ pub(crate) async fn insert_items(
 const LATEST_ITEMS_SQL: &str = "\
 SELECT data FROM conversation_items
 WHERE user_id = $1 AND chat_id = $2
-  AND position > (SELECT item_count FROM chats WHERE user_id = $1 AND chat_id = $2) - $3
+  AND position > (SELECT position_base + item_count FROM chats WHERE user_id = $1 AND chat_id = $2) - $3
 ORDER BY position";
 
 /// [`LATEST_ITEMS_SQL`] with the texts joined by commas in one row, on PostgreSQL.
 const LATEST_ITEMS_JOINED_PG_SQL: &str = "\
 SELECT string_agg(data, ',' ORDER BY position) FROM conversation_items
 WHERE user_id = $1 AND chat_id = $2
-  AND position > (SELECT item_count FROM chats WHERE user_id = $1 AND chat_id = $2) - $3";
+  AND position > (SELECT position_base + item_count FROM chats WHERE user_id = $1 AND chat_id = $2) - $3";
 
 /// [`LATEST_ITEMS_SQL`] with the texts joined by commas in one row, on SQLite.
 const LATEST_ITEMS_JOINED_SQLITE_SQL: &str = "\
 SELECT group_concat(data, ',' ORDER BY position) FROM conversation_items
 WHERE user_id = $1 AND chat_id = $2
-  AND position > (SELECT item_count FROM chats WHERE user_id = $1 AND chat_id = $2) - $3";
+  AND position > (SELECT position_base + item_count FROM chats WHERE user_id = $1 AND chat_id = $2) - $3";
 
 fn latest_items_joined_sql(backend: DbBackend) -> &'static str {
     match backend {
@@ -624,16 +650,13 @@ impl Sessions<'_> {
         let _writer = self.db.write_guard().await;
         let txn = self.db.connection().begin().await?;
         // Concurrent pops queue on the chat's row, so each claims a different item.
-        let count: Option<i64> = chat::Entity::find_by_id(chat_key(user, session))
-            .select_only()
-            .column(chat::Column::ItemCount)
-            .lock_exclusive()
-            .into_tuple()
-            .one(&txn)
-            .await?;
-        let Some(newest) = count.filter(|count| *count > 0) else {
+        let Some((base, count)) = lock_item_range(&txn, user, session).await? else {
             return Ok(None);
         };
+        if count == 0 {
+            return Ok(None);
+        }
+        let newest = base + count;
         let item =
             conversation_item::Entity::find_by_id((user.to_owned(), session.to_owned(), newest))
                 .one(&txn)
@@ -643,10 +666,11 @@ impl Sessions<'_> {
                         "session item {newest} missing below item_count"
                     )))
                 })?;
+        crate::memory::detach_branches(&txn, user, session, newest).await?;
         conversation_item::Entity::delete_by_id((user.to_owned(), session.to_owned(), newest))
             .exec(&txn)
             .await?;
-        set_item_count(&txn, user, session, newest - 1).await?;
+        set_item_range(&txn, user, session, base, count - 1).await?;
         txn.commit().await?;
         Ok(Some(item.data))
     }
@@ -660,11 +684,12 @@ impl Sessions<'_> {
         if locked.is_none() {
             return Ok(());
         }
+        crate::memory::detach_branches(&txn, user, session, 0).await?;
         conversation_item::Entity::delete_many()
             .filter(of_session(user, session))
             .exec(&txn)
             .await?;
-        set_item_count(&txn, user, session, 0).await?;
+        set_item_range(&txn, user, session, 0, 0).await?;
         txn.commit().await?;
         Ok(())
     }

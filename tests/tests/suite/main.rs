@@ -22,6 +22,7 @@ mod depth;
 mod errors;
 mod fuzz_regressions;
 mod logs;
+mod memory;
 mod migrations;
 mod operations;
 mod own_data;

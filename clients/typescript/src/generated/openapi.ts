@@ -448,6 +448,77 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/sessions/{session_id}/branches": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** `main` and every branch not deleted, oldest first. */
+        get: operations["list_branches"];
+        put?: never;
+        /** Forks a line before one of its turns, sharing (not copying) the history before it. */
+        post: operations["create_branch"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sessions/{session_id}/branches/{branch_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Deletes a branch's items and usage; its name stays reserved. `main` cannot be deleted. */
+        delete: operations["delete_branch"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sessions/{session_id}/branches/{branch_id}/items": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A branch's items (the latest `limit`), oldest first, as `GET /sessions/{id}/items`. */
+        get: operations["get_branch_items"];
+        put?: never;
+        /** Appends a batch to a branch, atomically. */
+        post: operations["add_branch_items"];
+        /** Removes every item of a branch; `main` keeps what it shares with it. */
+        delete: operations["clear_branch"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sessions/{session_id}/branches/{branch_id}/pop": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Removes and returns a branch's newest item, or `null`. */
+        post: operations["pop_branch"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/sessions/{session_id}/items": {
         parameters: {
             query?: never;
@@ -470,6 +541,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/sessions/{session_id}/memory": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Empties the session entirely: main's items, every branch's items, all usage. Branch
+         *     names stay reserved. (`DELETE /sessions/{id}/items` clears main only.)
+         */
+        delete: operations["clear_memory"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/sessions/{session_id}/pop": {
         parameters: {
             query?: never;
@@ -481,6 +572,115 @@ export interface paths {
         put?: never;
         /** `pop_item()`: removes and returns the newest item, or `null` when there is none. */
         post: operations["pop_item"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sessions/{session_id}/replace": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Replaces a line's tail (and removes leading items) in one atomic step, only if the line
+         *     is unchanged since the snapshot.
+         */
+        post: operations["replace"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sessions/{session_id}/snapshot": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Reads part of a line with its revision, for a later conditional `replace`. */
+        get: operations["snapshot"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sessions/{session_id}/turns": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A line's turns (a turn starts at each user message), or those whose text contains `q`. */
+        get: operations["list_turns"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sessions/{session_id}/turns/latest": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The items of the latest N whole turns, oldest first: a limit that never separates a
+         *     `function_call` from its `function_call_output`.
+         */
+        get: operations["latest_turns"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sessions/{session_id}/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Usage added up over the session's turns (every line, or one). */
+        get: operations["get_usage"];
+        /** Stores a run's usage as that of the line's current turn (replacing what it had). */
+        put: operations["store_usage"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sessions/{session_id}/usage/turns": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The usage of each turn of a line, in turn order (or of one turn). */
+        get: operations["get_turn_usage"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -604,6 +804,22 @@ export interface components {
              * @description How many items the batch appended.
              */
             added: number;
+        };
+        AddedResponse: {
+            /** Format: int64 */
+            added: number;
+        };
+        BranchJson: {
+            branch_id: string;
+            /** Format: date-time */
+            created_at: string;
+            /** Format: int64 */
+            message_count: number;
+            /** Format: int64 */
+            user_turns: number;
+        };
+        BranchesResponse: {
+            branches: components["schemas"]["BranchJson"][];
         };
         /** @description A chat with its whole conversation. */
         Chat: {
@@ -766,6 +982,17 @@ export interface components {
             updated_at: string;
             user_id: string;
         };
+        CreateBranchRequest: {
+            /** @description The new branch's name: never used before in this session (deleted names stay taken). */
+            branch_id: string;
+            /** @description The line to fork; `main` by default. */
+            from_branch?: string | null;
+            /**
+             * Format: int64
+             * @description The turn to fork before: the branch holds everything before its user message.
+             */
+            turn: number;
+        };
         CreateChat: {
             /** @description Chosen by the server (a UUID) when absent. 1 to 255 bytes of UTF-8, without NUL. */
             chat_id?: string | null;
@@ -856,6 +1083,15 @@ export interface components {
             /** @description When it was last given (RFC 3339, UTC). */
             updated_at: string;
         };
+        /** @description `{"items": [...], "first_position": p | null}` */
+        ItemsPageResponse: {
+            /**
+             * Format: int64
+             * @description The position of the first item; positions are consecutive. `null` when none.
+             */
+            first_position?: number | null;
+            items: Record<string, never>[];
+        };
         /**
          * @description `{"items": [...]}`: the session's items, oldest first; with `before`, also
          *     `first_position`.
@@ -877,6 +1113,39 @@ export interface components {
         /** @description `{"item": object | null}` */
         PopResponse: {
             item?: Record<string, never> | null;
+        };
+        ReplaceRequest: {
+            /**
+             * Format: int64
+             * @description The items after this position are replaced.
+             */
+            after_position: number;
+            /** @description The line to change; `main` (the default) is the session itself. */
+            branch?: string | null;
+            /** @description The new items, placed after `after_position`. */
+            items: Record<string, never>[];
+            /**
+             * Format: int64
+             * @description How many leading items to remove as well (default 0); they must all be at or before
+             *     `after_position`.
+             */
+            prune_leading?: number;
+            /**
+             * Format: int64
+             * @description The revision the snapshot saw; the replace happens only if the line is still at it.
+             */
+            revision: number;
+        };
+        ReplaceResponse: {
+            /** Format: int64 */
+            item_count: number;
+            /** @description Always `true`: a replace that did not happen is a 409. */
+            replaced: boolean;
+            /**
+             * Format: int64
+             * @description The line's new revision.
+             */
+            revision: number;
         };
         RunRequest: {
             /** @description What the user says: not only white space. */
@@ -918,9 +1187,75 @@ export interface components {
             /** @description A JSON object on one line; its `type` names the event. */
             data: string;
         };
+        /** @description `{"items", "first_position", "revision", "item_count", "position_base"}` */
+        SnapshotResponse: {
+            /**
+             * Format: int64
+             * @description The position of the first item; positions are consecutive. `null` when none.
+             */
+            first_position?: number | null;
+            /** Format: int64 */
+            item_count: number;
+            items: Record<string, never>[];
+            /**
+             * Format: int64
+             * @description The line's items hold positions `position_base + 1 ..= position_base + item_count`.
+             */
+            position_base: number;
+            /**
+             * Format: int64
+             * @description The line's revision when it was read: pass it to `replace`.
+             */
+            revision: number;
+        };
         Status: {
             /** @description `ok` (the process is up) or `ready` (the database answers). */
             status: string;
+        };
+        StoredUsageResponse: {
+            /**
+             * Format: int64
+             * @description The turn the usage was stored for; `null` when the line has no turn (nothing stored).
+             */
+            turn?: number | null;
+        };
+        TurnJson: {
+            /** @description The user message's `content` (a string or a list of parts), exactly as stored. */
+            content: unknown;
+            /** Format: date-time */
+            created_at: string;
+            /**
+             * Format: int64
+             * @description The position of the user message that starts it.
+             */
+            position: number;
+            /** @description The content as text, cut to 100 characters (then followed by `...`). */
+            preview: string;
+            /**
+             * Format: int64
+             * @description The turn's number in its line, from 1.
+             */
+            turn: number;
+        };
+        TurnUsageJson: {
+            /** Format: int64 */
+            input_tokens: number;
+            input_tokens_details?: Record<string, never> | null;
+            /** Format: int64 */
+            output_tokens: number;
+            output_tokens_details?: Record<string, never> | null;
+            /** Format: int64 */
+            requests: number;
+            /** Format: int64 */
+            total_tokens: number;
+            /** Format: int64 */
+            user_turn_number: number;
+        };
+        TurnUsageResponse: {
+            turns: components["schemas"]["TurnUsageJson"][];
+        };
+        TurnsResponse: {
+            turns: components["schemas"]["TurnJson"][];
         };
         /** @description At least one field: an update without one is a 400. */
         UpdateChat: {
@@ -943,6 +1278,40 @@ export interface components {
             tags?: string[];
             /** @description A new title (up to 255 characters, without NUL), or `null` to remove it. */
             title?: string | null;
+        };
+        UsageRequest: {
+            /** @description The line whose current turn the usage belongs to; `main` by default. */
+            branch?: string | null;
+            /** Format: int64 */
+            input_tokens: number;
+            /** @description e.g. `{"cached_tokens": 0}` */
+            input_tokens_details?: Record<string, never> | null;
+            /** Format: int64 */
+            output_tokens: number;
+            /** @description e.g. `{"reasoning_tokens": 0}` */
+            output_tokens_details?: Record<string, never> | null;
+            /** Format: int64 */
+            requests: number;
+            /** Format: int64 */
+            total_tokens: number;
+        };
+        UsageResponse: {
+            usage?: components["schemas"]["UsageTotalsJson"] | null;
+        };
+        UsageTotalsJson: {
+            /** Format: int64 */
+            input_tokens: number;
+            /** Format: int64 */
+            output_tokens: number;
+            /** Format: int64 */
+            requests: number;
+            /** Format: int64 */
+            total_tokens: number;
+            /**
+             * Format: int64
+             * @description How many turns have usage.
+             */
+            total_turns: number;
         };
     };
     responses: never;
@@ -2432,6 +2801,472 @@ export interface operations {
             };
         };
     };
+    list_branches: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The session (chat) id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The lines; none for an unknown session */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BranchesResponse"];
+                };
+            };
+            /** @description Bad id */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_branch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The session (chat) id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateBranchRequest"];
+            };
+        };
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BranchJson"];
+                };
+            };
+            /** @description Malformed body, blank name, turn below 1 */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such session, source branch or turn */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The name was already used in this session */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than `server.body_limit_bytes` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not sent as `Content-Type: application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_branch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The session (chat) id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                session_id: string;
+                /** @description The branch; `main` is the session itself (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                branch_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad id, blank name, or `main` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such branch */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_branch_items: {
+        parameters: {
+            query?: {
+                /** @description Only the latest `limit` items (0 or more); all without it. */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The session (chat) id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                session_id: string;
+                /** @description The branch; `main` is the session itself (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                branch_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The items */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ItemsPageResponse"];
+                };
+            };
+            /** @description Bad id or limit */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such branch */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    add_branch_items: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The session (chat) id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                session_id: string;
+                /** @description The branch; `main` is the session itself (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                branch_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AddItemsRequest"];
+            };
+        };
+        responses: {
+            /** @description Appended */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AddedResponse"];
+                };
+            };
+            /** @description Malformed body, a non-object item */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such branch */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than `server.body_limit_bytes` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not sent as `Content-Type: application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    clear_branch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The session (chat) id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                session_id: string;
+                /** @description The branch; `main` is the session itself (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                branch_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Cleared */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad id */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such branch */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    pop_branch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The session (chat) id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                session_id: string;
+                /** @description The branch; `main` is the session itself (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                branch_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description `{"item": object | null}` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PopResponse"];
+                };
+            };
+            /** @description Bad id */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such branch */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     get_items: {
         parameters: {
             query?: {
@@ -2627,6 +3462,54 @@ export interface operations {
             };
         };
     };
+    clear_memory: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The session (chat) id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Cleared (also for an unknown session) */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad id */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     pop_item: {
         parameters: {
             query?: never;
@@ -2649,6 +3532,479 @@ export interface operations {
                 };
             };
             /** @description Bad session id */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    replace: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The session (chat) id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReplaceRequest"];
+            };
+        };
+        responses: {
+            /** @description Replaced */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReplaceResponse"];
+                };
+            };
+            /** @description Malformed body, a non-object item, positions out of range */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such branch */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The line changed since `revision` (or does not exist): nothing changed */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than `server.body_limit_bytes` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not sent as `Content-Type: application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    snapshot: {
+        parameters: {
+            query: {
+                /** @description How many items (1 to 10,000): the latest ones, or with `after` the ones after it. */
+                limit: number;
+                /** @description Read the items after this position instead of the latest ones (oldest first). */
+                after?: number;
+                /** @description The line to read; `main` (the default) is the session itself. */
+                branch?: string;
+            };
+            header?: never;
+            path: {
+                /** @description The session (chat) id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The items with the revision they were read at; an unknown session is empty at revision 0 */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SnapshotResponse"];
+                };
+            };
+            /** @description Bad id, limit or branch */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such branch */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_turns: {
+        parameters: {
+            query?: {
+                /** @description The line; `main` (the default) is the session itself. */
+                branch?: string;
+                /** @description Only turns whose user message contains this text (case-insensitive for ASCII letters). */
+                q?: string;
+            };
+            header?: never;
+            path: {
+                /** @description The session (chat) id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The turns, in order; none for an unknown session */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TurnsResponse"];
+                };
+            };
+            /** @description Bad id, branch or empty q */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such branch */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    latest_turns: {
+        parameters: {
+            query: {
+                /** @description How many whole turns (at least 1). */
+                turns: number;
+                /** @description The line; `main` by default. */
+                branch?: string;
+            };
+            header?: never;
+            path: {
+                /** @description The session (chat) id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The items; the whole line when it has fewer turns */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ItemsPageResponse"];
+                };
+            };
+            /** @description Bad id, branch or turns */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such branch */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_usage: {
+        parameters: {
+            query?: {
+                /** @description One line only; every line's usage without it. */
+                branch?: string;
+            };
+            header?: never;
+            path: {
+                /** @description The session (chat) id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The totals */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsageResponse"];
+                };
+            };
+            /** @description Bad id or branch */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    store_usage: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The session (chat) id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UsageRequest"];
+            };
+        };
+        responses: {
+            /** @description Stored (or not, with `turn: null`) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StoredUsageResponse"];
+                };
+            };
+            /** @description Malformed body, negative counts */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such branch */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than `server.body_limit_bytes` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not sent as `Content-Type: application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server is at its connection limit, or its database is unreachable; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_turn_usage: {
+        parameters: {
+            query?: {
+                /** @description The line; `main` by default. */
+                branch?: string;
+                /** @description One turn only. */
+                turn?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The session (chat) id (1 to 255 bytes of UTF-8, without NUL; percent-encoded) */
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The turns' usage */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TurnUsageResponse"];
+                };
+            };
+            /** @description Bad id or branch */
             400: {
                 headers: {
                     [name: string]: unknown;

@@ -19,6 +19,7 @@ pub(crate) mod chats;
 pub(crate) mod console;
 pub(crate) mod data;
 pub(crate) mod health;
+pub(crate) mod memory;
 pub(crate) mod run;
 pub(crate) mod search;
 pub(crate) mod sessions;
@@ -34,6 +35,7 @@ pub(crate) fn router(settings: &Settings) -> Router<AppState> {
         .merge(health::router())
         .merge(attachment_content::router(settings.attachments.max_bytes))
         .merge(sessions::router())
+        .merge(memory::router())
         .merge(chats::router())
         .merge(chatkit::router())
         .merge(run::router())
