@@ -385,6 +385,7 @@ async fn signs_in_lists_reads_talks_deletes_and_restores(backend: Backend) {
                 )
                 .await;
             browser.wait_for("document.querySelectorAll('#list li[data-kind=thread]').length === 1", "the new thread in the list").await;
+            browser.wait_for("!document.getElementById('send').disabled", "the end of the stream").await;
             let threads = app.get("/threads", "ada").await.json();
             let thread_id = threads["data"][0]["id"].as_str().unwrap().to_owned();
             let items = app.get(&format!("/threads/{thread_id}/items"), "ada").await.json();
@@ -399,6 +400,8 @@ async fn signs_in_lists_reads_talks_deletes_and_restores(backend: Backend) {
                     "the second answer",
                 )
                 .await;
+            // The answer shows while it streams; the stream ends after the items are saved.
+            browser.wait_for("!document.getElementById('send').disabled", "the end of the stream").await;
             let items = app.get(&format!("/threads/{thread_id}/items"), "ada").await.json();
             assert_eq!(items["data"].as_array().unwrap().len(), 4);
 
@@ -555,9 +558,9 @@ async fn works_from_the_keyboard_and_explains_broken_images(backend: Backend) {
     .await;
 }
 
-/// Search and export, against the routes of API.md. They come with other work; until the
-/// server has them, the console says they are not available, and these tests skip.
-async fn searches_and_exports_where_the_server_can(backend: Backend) {
+/// The search box finds a chat by what was said in it and opens it; Export downloads the
+/// caller's records.
+async fn searches_and_exports(backend: Backend) {
     with_app(backend, async |app| {
         seed(app).await;
         let search = app.get("/search?q=weather", "ada").await;
@@ -566,26 +569,26 @@ async fn searches_and_exports_where_the_server_can(backend: Backend) {
             browser.sign_in_with_token(app, "ada").await;
             browser.type_into("#search-input", "weather").await;
             browser.click("#search-form button[type=submit]").await;
-            if search.status == 404 {
-                browser.wait_for("document.getElementById('search-unavailable')", "the polite refusal").await;
-                eprintln!("\n*** SKIPPED: GET /search answers 404 on this server; the console says so ***\n");
-            } else {
-                assert_eq!(search.status, 200, "{}", search.text);
-                browser.wait_for("document.querySelectorAll('#list .title').length > 0", "search results").await;
-                assert!(browser.list_titles().await.contains(&"Trip planning".to_owned()));
-                browser.click_text("#list .open", "Trip planning").await;
-                browser.wait_for("document.querySelectorAll('#transcript .item').length === 4", "the found chat").await;
-            }
+            assert_eq!(search.status, 200, "{}", search.text);
+            browser
+                .wait_for("document.querySelectorAll('#list .title').length > 0", "search results")
+                .await;
+            assert!(browser.list_titles().await.contains(&"Trip planning".to_owned()));
+            browser.click_text("#list .open", "Trip planning").await;
+            browser
+                .wait_for(
+                    "document.querySelectorAll('#transcript .item').length === 4",
+                    "the found chat",
+                )
+                .await;
             browser.click("#export").await;
-            if export.status == 404 {
-                browser
-                    .wait_for("document.getElementById('status').textContent === 'Export is not available on this server.'", "the polite refusal")
-                    .await;
-                eprintln!("\n*** SKIPPED: GET /export answers 404 on this server; the console says so ***\n");
-            } else {
-                assert_eq!(export.status, 200, "{}", export.text);
-                browser.wait_for("document.getElementById('status').textContent === 'Export downloaded.'", "the export").await;
-            }
+            assert_eq!(export.status, 200, "{}", export.text);
+            browser
+                .wait_for(
+                    "document.getElementById('status').textContent === 'Export downloaded.'",
+                    "the export",
+                )
+                .await;
         })
         .await;
     })
@@ -628,7 +631,7 @@ async fn long_sessions_load_page_by_page(backend: Backend) {
 dual_backend_tests!(
     signs_in_lists_reads_talks_deletes_and_restores,
     hostile_items_are_shown_as_text_and_nothing_runs,
-    searches_and_exports_where_the_server_can,
+    searches_and_exports,
     long_sessions_load_page_by_page,
     works_from_the_keyboard_and_explains_broken_images,
 );
