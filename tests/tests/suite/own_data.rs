@@ -389,6 +389,42 @@ async fn a_bad_line_is_a_400_naming_it_and_keeps_nothing(backend: Backend) {
                 &format!("line {}", lines.len() + 1),
             ),
         ];
+        // Agent memory: each bad record comes after all of a good file, parents included.
+        let at = "2025-01-01T00:00:00Z";
+        let branch = |id: &str, base: i64, fork: i64| {
+            json!({"kind": "session_branch", "chat_id": "mem", "branch_id": id,
+                "position_base": base, "fork_position": fork, "revision": 1, "deleted": false,
+                "created_at": at, "updated_at": at})
+            .to_string()
+        };
+        let branch_item = |id: &str, position: i64, data: &str| {
+            json!({"kind": "session_branch_item", "chat_id": "mem", "branch_id": id,
+                "position": position, "created_at": at, "data": data})
+            .to_string()
+        };
+        let usage = |id: &str, tokens: i64, details: Option<&str>| {
+            json!({"kind": "turn_usage", "chat_id": "mem", "branch_id": id, "turn": 1,
+                "requests": 1, "input_tokens": tokens, "output_tokens": 0, "total_tokens": 0,
+                "input_tokens_details": details, "output_tokens_details": null,
+                "created_at": at})
+            .to_string()
+        };
+        let last = format!("line {}", lines.len() + 1);
+        let memory_cases = [
+            branch("main", 2, 2),
+            branch("far", 2, 99),
+            branch("before", 0, 3),
+            branch_item("alt", 99, "{}"),
+            branch_item("old", 3, "{}"),
+            branch_item("none", 5, "{}"),
+            branch_item("alt", 7, "[1]"),
+            usage("none", 1, None),
+            usage("main", -1, None),
+            usage("alt", 1, Some("[1]")),
+        ];
+        let cases = cases.into_iter().chain(
+            memory_cases.iter().map(|bad| (with_line(lines.len(), bad), last.as_str())),
+        );
         for (body, line) in cases {
             let answer = import(app, "bob", body).await;
             answer.assert_error(400, "invalid_request");
