@@ -10,8 +10,8 @@ use serde_json::json;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_chatstore");
 
-/// Gives `user` chats, items, a soft delete, a thread with items and feedback, and an
-/// attachment with bytes.
+/// Gives `user` chats, items, a soft delete, a thread with items and feedback, an
+/// attachment with bytes, and a pruned session with a branch and usage.
 async fn populate(app: &TestApp, user: &str, n: usize) {
     let odd = r#"{ "z" : 1,"a":"\u0000 é 😀","n": 12345678901234567890.50}"#;
     let chat = format!(
@@ -46,6 +46,25 @@ async fn populate(app: &TestApp, user: &str, n: usize) {
         .await
         .unwrap();
     assert_eq!(upload.status(), 204);
+
+    // Agent memory: a pruned session (its positions start at 2), a branch with an item of
+    // its own, and usage.
+    let items = json!({"items": [{"role": "user", "content": "u1"}, {"role": "assistant",
+        "content": "a1"}, {"role": "user", "content": "u2"}, {"role": "assistant", "content": "a2"}]});
+    assert_eq!(app.post("/sessions/mem/items", user, &items.to_string()).await.status, 200);
+    let snapshot = app.get("/sessions/mem/snapshot?limit=1", user).await.json();
+    let prune = json!({"revision": snapshot["revision"], "after_position": 4, "prune_leading": 1,
+        "items": []});
+    assert_eq!(app.post("/sessions/mem/replace", user, &prune.to_string()).await.status, 200);
+    let usage =
+        json!({"requests": 1, "input_tokens": n, "output_tokens": 1, "total_tokens": n + 1});
+    let usage = usage.to_string();
+    let put = app.send(reqwest::Method::PUT, "/sessions/mem/usage", user, Some(&usage)).await;
+    assert_eq!(put.status, 200, "{}", put.text);
+    let fork = json!({"branch_id": "alt", "turn": 1}).to_string();
+    assert_eq!(app.post("/sessions/mem/branches", user, &fork).await.status, 201);
+    let own = json!({"items": [{"role": "user", "content": format!("alt {n}")}]}).to_string();
+    assert_eq!(app.post("/sessions/mem/branches/alt/items", user, &own).await.status, 200);
 }
 
 /// Every user's export, in user order.
@@ -94,10 +113,10 @@ async fn sqlite_to_postgres_to_sqlite_keeps_every_export_and_resumes() {
     }
     let original = exports(&source, &users).await;
     let lines: Vec<usize> = original.iter().map(|export| export.lines().count()).collect();
-    assert_eq!(lines, [10, 10, 10]);
+    assert_eq!(lines, [17, 17, 17]);
 
     let first = copy(&source, &middle);
-    assert!(first.contains("copied 3 users (30 records); 0 were already copied"), "{first}");
+    assert!(first.contains("copied 3 users (51 records); 0 were already copied"), "{first}");
     let second = copy(&middle, &target);
     assert!(second.contains("copied 3 users"), "{second}");
     assert_eq!(exports(&middle, &users).await, original, "SQLite -> PostgreSQL");
@@ -115,7 +134,7 @@ async fn sqlite_to_postgres_to_sqlite_keeps_every_export_and_resumes() {
         app.stop().await.unwrap();
     }
     let resumed = copy(&middle, &target);
-    assert!(resumed.contains("copied 2 users (20 records); 1 were already copied"), "{resumed}");
+    assert!(resumed.contains("copied 2 users (34 records); 1 were already copied"), "{resumed}");
     assert_eq!(exports(&target, &users).await, original);
 
     for database in [source, middle, target] {

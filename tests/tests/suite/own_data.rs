@@ -59,14 +59,77 @@ async fn populate(app: &TestApp, user: &str) {
         .await
         .unwrap();
     assert_eq!(upload.status(), 204);
+    populate_memory(app, user).await;
 }
 
-/// The tables of the schema that are not user data: the migrations' bookkeeping.
-const NOT_USER_DATA: &[&str] = &["seaql_migrations"];
+/// Gives `user` a session `mem` that uses every part of agent memory: a prefix prune (so
+/// its positions start after 0), a branch with items of its own, a deleted branch, usage on
+/// main and on the branch, and main's turn starts (which a fork looks up).
+async fn populate_memory(app: &TestApp, user: &str) {
+    let message = |role: &str, text: &str| json!({"role": role, "content": text});
+    let items = json!({"items": [message("user", "u1"), message("assistant", "a1"),
+        message("user", "u2"), message("assistant", "a2"), message("user", "u3"),
+        message("assistant", "a3")]});
+    assert_eq!(app.post("/sessions/mem/items", user, &items.to_string()).await.status, 200);
+    let snapshot = app.get("/sessions/mem/snapshot?limit=1", user).await.json();
+    let prune = json!({"revision": snapshot["revision"], "after_position": 6, "prune_leading": 2,
+        "items": []});
+    let pruned = app.post("/sessions/mem/replace", user, &prune.to_string()).await;
+    assert_eq!(pruned.status, 200, "{}", pruned.text);
+    let put_usage = |body: Value| async move {
+        let body = body.to_string();
+        let answer = app.send(reqwest::Method::PUT, "/sessions/mem/usage", user, Some(&body)).await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+    };
+    put_usage(json!({"requests": 1, "input_tokens": 10, "output_tokens": 5, "total_tokens": 15,
+        "input_tokens_details": {"cached_tokens": 2}}))
+    .await;
+    for (branch, turn) in [("alt", 1), ("old", 1)] {
+        let fork = json!({"branch_id": branch, "turn": turn}).to_string();
+        let made = app.post("/sessions/mem/branches", user, &fork).await;
+        assert_eq!(made.status, 201, "{}", made.text);
+    }
+    let own = json!({"items": [message("user", "alt q"), message("assistant", "alt a")]});
+    let added = app.post("/sessions/mem/branches/alt/items", user, &own.to_string()).await;
+    assert_eq!(added.status, 200, "{}", added.text);
+    put_usage(json!({"branch": "alt", "requests": 2, "input_tokens": 7, "output_tokens": 3,
+        "total_tokens": 10, "output_tokens_details": {"reasoning_tokens": 1}}))
+    .await;
+    assert_eq!(app.delete("/sessions/mem/branches/old", user).await.status, 204);
+}
+
+/// What the memory routes answer about `user`'s session `mem`.
+async fn memory_answers(app: &TestApp, user: &str) -> Vec<(String, String)> {
+    let mut answers = Vec::new();
+    for path in [
+        "/sessions/mem/items",
+        "/sessions/mem/items?limit=2",
+        "/sessions/mem/snapshot?limit=2",
+        "/sessions/mem/turns",
+        "/sessions/mem/turns/latest?turns=1",
+        "/sessions/mem/branches",
+        "/sessions/mem/branches/alt/items",
+        "/sessions/mem/branches/alt/items?limit=3",
+        "/sessions/mem/snapshot?limit=2&branch=alt",
+        "/sessions/mem/usage",
+        "/sessions/mem/usage/turns",
+        "/sessions/mem/usage/turns?branch=alt",
+    ] {
+        let answer = app.get(path, user).await;
+        assert_eq!(answer.status, 200, "{path}: {}", answer.text);
+        answers.push((path.to_owned(), answer.text));
+    }
+    answers
+}
+
+/// The tables of the schema that are not user data: the migrations' bookkeeping, and the
+/// one-row switch of search indexing (`search_state`), which is the server's, not a user's.
+const NOT_USER_DATA: &[&str] = &["seaql_migrations", "search_state"];
 
 /// Every table of the database, from its catalogue, with whether it has a `user_id` column.
-/// SQLite's virtual tables' shadow tables (full-text indexes) are left out: they are the
-/// virtual table's storage, checked through the virtual table itself.
+/// SQLite's virtual tables and their shadow tables (the full-text index over
+/// `search_entries`) are left out: they index a content table and hold nothing else, and the
+/// erasure test checks that index against its content table and through `GET /search`.
 async fn catalogue(app: &TestApp) -> Vec<(String, bool)> {
     let conn = app.db.connection();
     let backend = conn.get_database_backend();
@@ -106,7 +169,9 @@ async fn catalogue(app: &TestApp) -> Vec<(String, bool)> {
             tables
                 .iter()
                 .filter(|(name, _)| {
-                    !virtual_tables.iter().any(|vt| name.starts_with(&format!("{vt}_")))
+                    !virtual_tables
+                        .iter()
+                        .any(|vt| name == *vt || name.starts_with(&format!("{vt}_")))
                 })
                 .map(|(name, _)| name.clone())
                 .collect()
@@ -189,6 +254,17 @@ async fn erase_empties_every_user_table_of_the_caller_only(backend: Backend) {
         }
         assert_eq!(export(app, "alice").await, "");
         assert!(!export(app, "bob").await.is_empty());
+        // The search index went with the texts it indexes, and bob's still finds his.
+        let hits = |answer: Answer| answer.json()["data"].as_array().map_or(0, Vec::len);
+        assert_eq!(hits(app.get("/search?q=first&include_inactive=true", "alice").await), 0);
+        assert!(hits(app.get("/search?q=first&include_inactive=true", "bob").await) > 0);
+        if matches!(backend, Backend::Sqlite) {
+            // Fails unless the full-text index matches `search_entries` row for row.
+            let check = "INSERT INTO search_fts (search_fts) VALUES ('integrity-check')";
+            let conn = app.db.connection();
+            let statement = Statement::from_string(conn.get_database_backend(), check);
+            conn.execute_raw(statement).await.expect("the full-text index is consistent");
+        }
         app.get("/attachments/atc_1/content", "alice").await.assert_error(404, "not_found");
         assert_eq!(app.get("/attachments/atc_1/content", "bob").await.status, 200);
     })
@@ -207,6 +283,8 @@ async fn export_erase_import_gives_back_the_same_records(backend: Backend) {
         assert!(items_before.contains(ODD_ITEM), "{items_before:.300}");
         let chat_before = app.get("/chats/c1", "alice").await.text;
         let gone_before = app.get("/chats/gone", "alice").await.json();
+        let memory_before = memory_answers(app, "alice").await;
+        assert!(memory_before[2].1.contains(r#""position_base":2"#), "{:?}", memory_before[2]);
 
         let exported = export(app, "alice").await;
         let kinds: Vec<String> = exported
@@ -219,6 +297,9 @@ async fn export_erase_import_gives_back_the_same_records(backend: Backend) {
             "chat",
             "session_item",
             "idempotency_key",
+            "session_branch",
+            "session_branch_item",
+            "turn_usage",
             "thread",
             "thread_item",
             "feedback",
@@ -227,8 +308,11 @@ async fn export_erase_import_gives_back_the_same_records(backend: Backend) {
         ] {
             assert!(kinds.iter().any(|k| k == kind), "no {kind} record in the export");
         }
-        assert_eq!(kinds.iter().filter(|k| *k == "session_item").count(), 453);
-        assert_eq!(exported.lines().count(), 2 + 453 + 1 + 1 + 2 + 1 + 1 + 1);
+        assert_eq!(kinds.iter().filter(|k| *k == "session_item").count(), 453 + 4);
+        // Chats, items, a key, branches, branch items, usage, then the ChatKit records.
+        assert_eq!(exported.lines().count(), 3 + 457 + 1 + 2 + 2 + 2 + 1 + 2 + 1 + 1 + 1);
+        let mem = exported.lines().find(|line| line.contains(r#""chat_id":"mem""#)).unwrap();
+        assert!(mem.contains(r#""position_base":2"#), "{mem}");
 
         assert_eq!(app.delete("/me/data", "alice").await.status, 204);
         assert_eq!(export(app, "alice").await, "");
@@ -240,6 +324,7 @@ async fn export_erase_import_gives_back_the_same_records(backend: Backend) {
         assert_eq!(app.get("/sessions/c1/items", "alice").await.text, items_before);
         assert_eq!(app.get("/chats/c1", "alice").await.text, chat_before);
         assert_eq!(app.get("/chats/gone", "alice").await.json(), gone_before);
+        assert_eq!(memory_answers(app, "alice").await, memory_before, "memory routes");
         let tagged = app.get("/chats?tag=%C3%89t%C3%A9", "alice").await.json();
         assert_eq!(tagged["data"][0]["chat_id"], "c1", "the tags filter again");
         let content = app.get("/attachments/atc_1/content", "alice").await;
@@ -304,6 +389,42 @@ async fn a_bad_line_is_a_400_naming_it_and_keeps_nothing(backend: Backend) {
                 &format!("line {}", lines.len() + 1),
             ),
         ];
+        // Agent memory: each bad record comes after all of a good file, parents included.
+        let at = "2025-01-01T00:00:00Z";
+        let branch = |id: &str, base: i64, fork: i64| {
+            json!({"kind": "session_branch", "chat_id": "mem", "branch_id": id,
+                "position_base": base, "fork_position": fork, "revision": 1, "deleted": false,
+                "created_at": at, "updated_at": at})
+            .to_string()
+        };
+        let branch_item = |id: &str, position: i64, data: &str| {
+            json!({"kind": "session_branch_item", "chat_id": "mem", "branch_id": id,
+                "position": position, "created_at": at, "data": data})
+            .to_string()
+        };
+        let usage = |id: &str, tokens: i64, details: Option<&str>| {
+            json!({"kind": "turn_usage", "chat_id": "mem", "branch_id": id, "turn": 1,
+                "requests": 1, "input_tokens": tokens, "output_tokens": 0, "total_tokens": 0,
+                "input_tokens_details": details, "output_tokens_details": null,
+                "created_at": at})
+            .to_string()
+        };
+        let last = format!("line {}", lines.len() + 1);
+        let memory_cases = [
+            branch("main", 2, 2),
+            branch("far", 2, 99),
+            branch("before", 0, 3),
+            branch_item("alt", 99, "{}"),
+            branch_item("old", 3, "{}"),
+            branch_item("none", 5, "{}"),
+            branch_item("alt", 7, "[1]"),
+            usage("none", 1, None),
+            usage("main", -1, None),
+            usage("alt", 1, Some("[1]")),
+        ];
+        let cases = cases.into_iter().chain(
+            memory_cases.iter().map(|bad| (with_line(lines.len(), bad), last.as_str())),
+        );
         for (body, line) in cases {
             let answer = import(app, "bob", body).await;
             answer.assert_error(400, "invalid_request");

@@ -49,8 +49,8 @@ pub(crate) struct Imported {
 /// Every record of the caller as NDJSON, streamed from one snapshot.
 ///
 /// One JSON object a line, its `kind` first: `chat`, `session_item`, `idempotency_key`,
-/// `thread`, `thread_item`, `feedback`, `attachment`, `attachment_content`, in that order
-/// (parents before children). Stored JSON (items, ChatKit objects, chat metadata) is a JSON
+/// `session_branch`, `session_branch_item`, `turn_usage`, `thread`, `thread_item`,
+/// `feedback`, `attachment`, `attachment_content`, in that order (parents before children). Stored JSON (items, ChatKit objects, chat metadata) is a JSON
 /// string holding the exact stored text; attachment bytes are base64; timestamps are RFC
 /// 3339 UTC with microseconds. A body cut short ends in an error rather than cleanly.
 #[utoipa::path(get, path = "/export", tag = "data",
@@ -122,8 +122,9 @@ pub(crate) async fn export(
 /// Read and written line by line in one transaction: a bad line is a 400 naming it, and
 /// nothing of the import is kept. A record whose id exists replaces it (a chat or thread
 /// whole, with its items: the lines after it bring them back), so importing the same file
-/// twice changes nothing. A chat's `session_item`s come after it, positions 1, 2, 3, ... in
-/// order. Empty lines are skipped. The body may be at most `import.max_bytes`.
+/// twice changes nothing. A chat's `session_item`s come after it, in order from its
+/// `position_base` + 1 (0 + 1 unless a prune dropped its first items); a branch's own
+/// `session_branch_item`s come after it, in order from its `fork_position` + 1. Empty lines are skipped. The body may be at most `import.max_bytes`.
 #[utoipa::path(post, path = "/import", tag = "data",
     security(("bearer" = [])),
     request_body(content = String, description = "Records as `GET /export` writes them", content_type = "application/x-ndjson"),

@@ -15,13 +15,13 @@ use entity::{
 };
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, IntoColumnRef};
 use sea_orm::{
-    ColumnTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set,
 };
 use serde::{Deserialize, Serialize};
 
 use super::export::ExportPage;
-use super::{Cursor, RecordKind};
+use super::{Cursor, RecordKind, memory};
 use crate::chatkit::{StoredAttachment, StoredItem, StoredThread};
 use crate::{Id, MAX_JSON_NESTING, Metadata, RepoError, RepoResult, Tags, nests_too_deep};
 
@@ -30,7 +30,7 @@ const MAX_TITLE_CHARS: usize = 255;
 
 /// A timestamp as records write it: RFC 3339, UTC, microseconds (what the database keeps).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Time(DateTime<Utc>);
+pub(super) struct Time(pub(super) DateTime<Utc>);
 
 impl Serialize for Time {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -61,13 +61,24 @@ struct ChatRecord<'a> {
     /// The metadata object's exact text.
     metadata: String,
     tags: Vec<String>,
+    /// The position before the chat's first item: 0 unless a prune dropped items from the
+    /// front (positions are kept, not renumbered, so that branches and usage still match).
+    #[serde(default)]
+    position_base: i64,
+    /// The count of writes to the items, which a conditional replace compares with.
+    #[serde(default = "first_revision")]
+    revision: i64,
+}
+
+fn first_revision() -> i64 {
+    1
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct SessionItemRecord<'a> {
     kind: Cow<'a, str>,
     chat_id: Id,
-    /// 1 for a chat's first item; each item of a chat follows the one before.
+    /// The chat's `position_base` + 1 for its first item; each item follows the one before.
     position: i64,
     created_at: Time,
     /// The item's exact JSON text.
@@ -130,17 +141,17 @@ struct AttachmentContentRecord<'a> {
 }
 
 /// `line` as a record of type `T`.
-fn parse<'a, T: Deserialize<'a>>(kind: RecordKind, line: &'a str) -> RepoResult<T> {
+pub(super) fn parse<'a, T: Deserialize<'a>>(kind: RecordKind, line: &'a str) -> RepoResult<T> {
     serde_json::from_str(line)
         .map_err(|err| RepoError::Invalid(format!("a bad {} record: {err}", kind.name())))
 }
 
-fn invalid(message: impl Into<String>) -> RepoError {
+pub(super) fn invalid(message: impl Into<String>) -> RepoError {
     RepoError::Invalid(message.into())
 }
 
 /// Rows after the key `after` of `columns` (compared as one tuple, in index order).
-fn after<C: IntoColumnRef + Copy>(columns: &[C], after: Option<&Cursor>) -> Condition {
+pub(super) fn after<C: IntoColumnRef + Copy>(columns: &[C], after: Option<&Cursor>) -> Condition {
     let Some(values) = after else { return Condition::all() };
     let left = Expr::tuple(columns.iter().map(|column| Expr::col(*column)));
     let right = Expr::tuple(values.iter().cloned().map(Expr::val));
@@ -148,7 +159,7 @@ fn after<C: IntoColumnRef + Copy>(columns: &[C], after: Option<&Cursor>) -> Cond
 }
 
 /// A JSON object's text as the routes accept one: well-formed, an object, not too deep.
-fn check_object(what: &str, json: &str) -> RepoResult<()> {
+pub(super) fn check_object(what: &str, json: &str) -> RepoResult<()> {
     serde_json::from_str::<&serde_json::value::RawValue>(json)
         .map_err(|err| invalid(format!("{what} is not valid JSON: {err}")))?;
     if !json.starts_with('{') {
@@ -197,6 +208,9 @@ impl RecordKind {
         let kind = Cow::Borrowed(self.name());
         let mut page = ExportPage::default();
         match self {
+            Self::SessionBranch | Self::SessionBranchItem | Self::TurnUsage => {
+                return memory::export_page(self, txn, user, cursor, limit).await;
+            }
             Self::Chat => {
                 let rows = chat::Entity::find()
                     .filter(chat::Column::UserId.eq(user))
@@ -205,7 +219,10 @@ impl RecordKind {
                     .limit(limit)
                     .all(txn)
                     .await?;
+                let mut ranges = chat_ranges(txn, user, &rows).await?.into_iter();
                 for row in rows {
+                    // Both lists are the same rows in `chat_id` order, from one snapshot.
+                    let (position_base, revision) = ranges.next().unwrap_or((0, 1));
                     let tags: Vec<String> = serde_json::from_str(&row.tags)
                         .map_err(|err| invalid(format!("stored tags are not a list: {err}")))?;
                     let key = vec![row.chat_id.clone().into()];
@@ -219,6 +236,8 @@ impl RecordKind {
                         updated_at: Time(row.updated_at),
                         metadata: row.metadata,
                         tags,
+                        position_base,
+                        revision,
                     };
                     page.push(&record, key)?;
                 }
@@ -386,6 +405,9 @@ impl RecordKind {
         line: &str,
     ) -> RepoResult<()> {
         match self {
+            Self::SessionBranch | Self::SessionBranchItem | Self::TurnUsage => {
+                memory::import(self, txn, user, line).await
+            }
             Self::Chat => import_chat(txn, user, parse(self, line)?).await,
             Self::SessionItem => insert_session_items(txn, user, &[session_item(line)?]).await,
             Self::IdempotencyKey => {
@@ -588,6 +610,11 @@ async fn import_chat(
         (true, _) => None,
         (false, at) => Some(at.unwrap_or(record.updated_at).0),
     };
+    if record.position_base < 0 || record.revision < 1 {
+        return Err(invalid(
+            "a chat needs a `position_base` of 0 or more and a `revision` of 1 or more",
+        ));
+    }
     chat::Entity::delete_many().filter(chat_key(user, &chat_id)).exec(txn).await?;
     chat::Entity::insert(chat::ActiveModel {
         user_id: Set(user.to_owned()),
@@ -602,6 +629,13 @@ async fn import_chat(
         deleted_at: Set(deleted_at),
     })
     .exec_without_returning(txn)
+    .await?;
+    // Bookkeeping columns of this crate, not fields of the chat entity.
+    txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+        txn.get_database_backend(),
+        "UPDATE chats SET position_base = $3, revision = $4 WHERE user_id = $1 AND chat_id = $2",
+        [user.into(), chat_id.clone().into(), record.position_base.into(), record.revision.into()],
+    ))
     .await?;
     if !tags.is_empty() {
         let rows = tags.as_slice().iter().map(|tag| chat_tag::ActiveModel {
@@ -637,7 +671,7 @@ pub(super) fn session_item(line: &str) -> RepoResult<SessionItemRow> {
 
 /// Writes consecutive items of one chat (positions `rows[0].position`, +1, +2, ...), which
 /// must follow the chat's last item, so that a chat's positions stay exactly
-/// 1..=item_count. One statement grows the chat, one inserts the items.
+/// `position_base + 1 ..= position_base + item_count`. One statement grows the chat, one inserts the items.
 pub(super) async fn insert_session_items(
     txn: &DatabaseTransaction,
     user: &str,
@@ -649,14 +683,18 @@ pub(super) async fn insert_session_items(
     let grown = chat::Entity::update_many()
         .col_expr(chat::Column::ItemCount, Expr::col(chat::Column::ItemCount).add(count))
         .filter(chat_key(user, chat_id))
-        .filter(chat::Column::ItemCount.eq(position.saturating_sub(1)))
+        .filter(
+            Expr::cust("position_base")
+                .add(Expr::col(chat::Column::ItemCount))
+                .eq(position.saturating_sub(1)),
+        )
         .exec(txn)
         .await?;
     if grown.rows_affected == 0 {
         let stored: Option<i64> = chat::Entity::find()
             .filter(chat_key(user, chat_id))
             .select_only()
-            .column(chat::Column::ItemCount)
+            .expr(Expr::cust("position_base + item_count"))
             .into_tuple()
             .one(txn)
             .await?;
@@ -664,7 +702,7 @@ pub(super) async fn insert_session_items(
             None => invalid(format!("no chat {chat_id:?} before this item")),
             Some(stored) => invalid(format!(
                 "position {position} does not follow chat {chat_id:?}'s last item (position \
-                 {stored}): a chat's items come in order, from position 1"
+                 {stored}): a chat's items come in order, from its position_base + 1"
             )),
         });
     }
@@ -677,4 +715,28 @@ pub(super) async fn insert_session_items(
     });
     conversation_item::Entity::insert_many(models).exec_without_returning(txn).await?;
     Ok(())
+}
+
+/// `(position_base, revision)` of each chat of `rows` (a page in `chat_id` order), in the
+/// same order: columns this crate keeps outside the chat entity.
+async fn chat_ranges(
+    txn: &DatabaseTransaction,
+    user: &str,
+    rows: &[chat::Model],
+) -> RepoResult<Vec<(i64, i64)>> {
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else { return Ok(Vec::new()) };
+    let found = txn
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            txn.get_database_backend(),
+            "SELECT position_base, revision FROM chats WHERE user_id = $1 AND chat_id >= $2 \
+             AND chat_id <= $3 ORDER BY chat_id",
+            [user.into(), first.chat_id.clone().into(), last.chat_id.clone().into()],
+        ))
+        .await?;
+    found
+        .iter()
+        .map(|row| {
+            Ok((row.try_get::<i64>("", "position_base")?, row.try_get::<i64>("", "revision")?))
+        })
+        .collect()
 }

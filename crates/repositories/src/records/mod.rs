@@ -14,6 +14,7 @@
 mod export;
 mod import;
 mod kinds;
+mod memory;
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query, UnionType};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait, Value};
@@ -25,10 +26,13 @@ pub use import::Importer;
 
 /// Every kind of record, parents before children: the order of an export, which is also
 /// the order an import needs (a child names a parent that must already be there).
-pub const KINDS: [RecordKind; 8] = [
+pub const KINDS: [RecordKind; 11] = [
     RecordKind::Chat,
     RecordKind::SessionItem,
     RecordKind::IdempotencyKey,
+    RecordKind::SessionBranch,
+    RecordKind::SessionBranchItem,
+    RecordKind::TurnUsage,
     RecordKind::Thread,
     RecordKind::ThreadItem,
     RecordKind::Feedback,
@@ -46,6 +50,12 @@ pub enum RecordKind {
     /// An `Idempotency-Key` of a session's item batch, so a retry after an import is still
     /// recognised.
     IdempotencyKey,
+    /// A branch of a session (a deleted one too: its row reserves the name).
+    SessionBranch,
+    /// One of a branch's own items, after its fork point.
+    SessionBranchItem,
+    /// A run's usage for one turn of a session's main line or a branch.
+    TurnUsage,
     Thread,
     ThreadItem,
     Feedback,
@@ -61,6 +71,9 @@ impl RecordKind {
             Self::Chat => "chat",
             Self::SessionItem => "session_item",
             Self::IdempotencyKey => "idempotency_key",
+            Self::SessionBranch => "session_branch",
+            Self::SessionBranchItem => "session_branch_item",
+            Self::TurnUsage => "turn_usage",
             Self::Thread => "thread",
             Self::ThreadItem => "thread_item",
             Self::Feedback => "feedback",
@@ -79,8 +92,13 @@ impl RecordKind {
     pub fn tables(self) -> &'static [&'static str] {
         match self {
             Self::Chat => &["chat_tags", "chats"],
-            Self::SessionItem => &["conversation_items"],
+            // Where main's turns start is a cache worked out from the items: not exported
+            // (the memory routes fill it in again), but the user's, so erased with them.
+            Self::SessionItem => &["session_turn_starts", "conversation_items"],
             Self::IdempotencyKey => &["session_idempotency_keys"],
+            Self::SessionBranch => &["session_branches"],
+            Self::SessionBranchItem => &["session_branch_items"],
+            Self::TurnUsage => &["session_turn_usage"],
             Self::Thread => &["chatkit_threads"],
             Self::ThreadItem => &["chatkit_items"],
             Self::Feedback => &["chatkit_item_feedback"],
@@ -99,13 +117,23 @@ impl RecordKind {
     fn page_size(self) -> u64 {
         match self {
             Self::AttachmentContent => 4,
-            Self::Attachment | Self::Thread | Self::ThreadItem | Self::SessionItem => 200,
-            Self::Chat | Self::IdempotencyKey | Self::Feedback => 500,
+            Self::Attachment
+            | Self::Thread
+            | Self::ThreadItem
+            | Self::SessionItem
+            | Self::SessionBranchItem => 200,
+            Self::Chat
+            | Self::IdempotencyKey
+            | Self::Feedback
+            | Self::SessionBranch
+            | Self::TurnUsage => 500,
         }
     }
 }
 
 /// Every table that holds user data, children before parents: the order erasure deletes in.
+/// `search_entries` is not among them: triggers on the tables it indexes keep it in step
+/// (and, on SQLite, its full-text index with it), so deleting the sources empties it.
 pub fn user_tables() -> impl Iterator<Item = &'static str> {
     KINDS.into_iter().rev().flat_map(|kind| kind.tables().iter().copied())
 }
