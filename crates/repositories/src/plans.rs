@@ -3,7 +3,7 @@
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
-use crate::{Db, RepoResult, chatkit, chats, sessions};
+use crate::{Db, RepoResult, chatkit, chats, search, sessions};
 
 /// A read statement the repositories run, with its plan on this database.
 #[derive(Debug, Clone)]
@@ -32,7 +32,8 @@ impl Db {
         let statements = sessions::read_statements(backend)
             .into_iter()
             .chain(chats::read_statements(backend))
-            .chain(chatkit::read_statements(backend));
+            .chain(chatkit::read_statements(backend))
+            .chain(search::read_statements(backend));
         for (name, statement) in statements {
             let prefix = match backend {
                 DbBackend::Sqlite => "EXPLAIN QUERY PLAN ",

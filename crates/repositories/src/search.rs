@@ -2,7 +2,8 @@
 //! titles and thread items.
 //!
 //! The index (`search_entries`, and `search_fts` on SQLite) is kept in step by database
-//! triggers (see the `m20261130_000005_search` migration), so no write path here or elsewhere
+//! triggers (see the `m20261130_000005_search` migration; the GIN index PostgreSQL searches
+//! is `m20261130_000023_search_user_gin`'s), so no write path here or elsewhere
 //! has anything to do for it. This module only reads it, and switches indexing on or off.
 //!
 //! Hits come best first, ties broken by the entry's id, and a page's cursor is the last hit's
@@ -188,48 +189,52 @@ pub enum IndexChange {
     Emptied,
 }
 
-/// The ranked, filtered hits, best first, after the cursor; then the snippets of one page.
-/// `$1` user, `$2` q, `$3` entry kind or NULL, `$4` include inactive, `$5`/`$6` the cursor's
-/// score and id (NULL/0 for the first page), `$7` rows to read.
+/// The `tsquery` for `$1`, as text (NULL when `q` has no words): the lexemes PostgreSQL's own
+/// parser finds in `q` (so `example.com` or `v1.2` are words as they are in the text), all
+/// required, the last one a prefix.
 ///
-/// The query's words are the lexemes PostgreSQL's own parser finds in `q` (so `example.com`
-/// or `v1.2` are words as they are in the text), all required, the last one a prefix.
+/// Built by a statement of its own and handed to [`POSTGRES_SEARCH_SQL`] as a parameter:
+/// built inside the search, it is unknown to the planner, which then cannot estimate how
+/// many entries match and ANDs the GIN index with every entry of the user.
+const POSTGRES_TSQUERY_SQL: &str = "\
+SELECT (
+    SELECT string_agg(quote_literal(word.lexeme)
+                      || CASE WHEN word.positions @> ARRAY[last.position] THEN ':*' ELSE '' END,
+                      ' & ')
+    FROM unnest(to_tsvector('chatstore_search', $1)) AS word,
+         (SELECT max(position) AS position
+          FROM unnest(to_tsvector('chatstore_search', $1)) AS w,
+               unnest(w.positions) AS position) AS last
+)::tsquery::text AS tsquery";
+
+/// The ranked, filtered hits, best first, after the cursor; then the snippets of one page.
+/// `$1` user, `$2` the `tsquery` ([`POSTGRES_TSQUERY_SQL`]), `$3` entry kind or NULL, `$4`
+/// include inactive, `$5`/`$6` the cursor's score and id (NULL/0 for the first page), `$7`
+/// rows to read. The GIN index on `(user_id, document)` answers the first two conditions.
 const POSTGRES_SEARCH_SQL: &str = "\
-WITH query AS (
-    SELECT (
-        SELECT string_agg(quote_literal(word.lexeme)
-                          || CASE WHEN word.positions @> ARRAY[last.position] THEN ':*' ELSE '' END,
-                          ' & ')
-        FROM unnest(to_tsvector('chatstore_search', $2)) AS word,
-             (SELECT max(position) AS position
-              FROM unnest(to_tsvector('chatstore_search', $2)) AS w,
-                   unnest(w.positions) AS position) AS last
-    )::tsquery AS tsquery
-), hits AS (
-    SELECT e.id, e.kind, e.conversation_id, e.item_key, e.body, e.created_at,
-           ts_rank(e.document, query.tsquery, 1)::float8 AS score,
-           CASE e.kind WHEN 'session' THEN c.title ELSE t.title END AS title
-    FROM query
-    JOIN search_entries e ON e.document @@ query.tsquery
-    LEFT JOIN chats c
-           ON e.kind = 'session' AND c.user_id = e.user_id AND c.chat_id = e.conversation_id
-    LEFT JOIN chatkit_threads t
-           ON e.kind = 'thread' AND t.user_id = e.user_id AND t.thread_id = e.conversation_id
-    WHERE e.user_id = $1
-      AND ($3::text IS NULL OR e.kind = $3::text)
-      AND (e.kind = 'thread' OR $4 OR c.is_active)
-), page AS (
-    SELECT * FROM hits
+SELECT page.id, page.kind, page.conversation_id, page.item_key, page.created_at, page.score,
+       page.title,
+       ts_headline('chatstore_search', page.body, $2::tsquery,
+                   'MaxWords=30, MinWords=12, ShortWord=0, StartSel=\"\", StopSel=\"\"')
+           AS snippet
+FROM (
+    SELECT * FROM (
+        SELECT e.id, e.kind, e.conversation_id, e.item_key, e.body, e.created_at,
+               ts_rank(e.document, $2::tsquery, 1)::float8 AS score,
+               CASE e.kind WHEN 'session' THEN c.title ELSE t.title END AS title
+        FROM search_entries e
+        LEFT JOIN chats c
+               ON e.kind = 'session' AND c.user_id = e.user_id AND c.chat_id = e.conversation_id
+        LEFT JOIN chatkit_threads t
+               ON e.kind = 'thread' AND t.user_id = e.user_id AND t.thread_id = e.conversation_id
+        WHERE e.user_id = $1 AND e.document @@ $2::tsquery
+          AND ($3::text IS NULL OR e.kind = $3::text)
+          AND (e.kind = 'thread' OR $4 OR c.is_active)
+    ) AS hits
     WHERE $5::float8 IS NULL OR score < $5::float8 OR (score = $5::float8 AND id > $6)
     ORDER BY score DESC, id
     LIMIT $7
-)
-SELECT page.id, page.kind, page.conversation_id, page.item_key, page.created_at, page.score,
-       page.title,
-       ts_headline('chatstore_search', page.body, query.tsquery,
-                   'MaxWords=30, MinWords=12, ShortWord=0, StartSel=\"\", StopSel=\"\"')
-           AS snippet
-FROM page, query
+) AS page
 ORDER BY page.score DESC, page.id";
 
 /// [`POSTGRES_SEARCH_SQL`] on SQLite, with `$2` an FTS5 query (see
@@ -278,7 +283,7 @@ impl Search<'_> {
     pub async fn find(&self, user: &str, request: &SearchRequest) -> RepoResult<Page<SearchHit>> {
         let backend = self.db.db_backend();
         let (sql, query) = match backend {
-            DbBackend::Postgres => (POSTGRES_SEARCH_SQL, request.text.as_str().to_owned()),
+            DbBackend::Postgres => (POSTGRES_SEARCH_SQL, self.tsquery(&request.text).await?),
             _ => (SQLITE_SEARCH_SQL, request.text.fts5_query()),
         };
         if query.is_empty() {
@@ -298,6 +303,22 @@ impl Search<'_> {
         let rows = self.db.connection().query_all_raw(statement).await?;
         let hits = rows.iter().map(hit).collect::<RepoResult<Vec<_>>>()?;
         Ok(Page::from_rows(hits, request.limit, |hit| SearchCursor::encode(hit.score, hit.id)))
+    }
+
+    /// `text` as a PostgreSQL `tsquery` (see [`POSTGRES_TSQUERY_SQL`]); empty when it has no
+    /// words.
+    async fn tsquery(&self, text: &SearchText) -> RepoResult<String> {
+        let statement = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            POSTGRES_TSQUERY_SQL,
+            [text.as_str().into()],
+        );
+        let row = self.db.connection().query_one_raw(statement).await?;
+        let query: Option<String> = match row {
+            Some(row) => row.try_get("", "tsquery")?,
+            None => None,
+        };
+        Ok(query.unwrap_or_default())
     }
 
     /// Switches indexing on or off for the whole database, as `search.enabled` says. Off
@@ -364,6 +385,29 @@ impl Search<'_> {
             .ok_or_else(|| RepoError::Invalid("count(*) returned no row".into()))?;
         Ok(row.try_get::<i64>("", "entries")?)
     }
+}
+
+/// The search of one rare word on PostgreSQL, for [`Db::query_plans`]: it must read through
+/// an index, never all of `search_entries`. (On a small table the planner may rightly pick the
+/// primary key over the GIN index on `(user_id, document)`, so only a whole-table read is
+/// checked; SQLite's FTS5 table is virtual and always read through its own index.)
+pub(crate) fn read_statements(backend: DbBackend) -> Vec<(&'static str, Statement)> {
+    if backend != DbBackend::Postgres {
+        return Vec::new();
+    }
+    let values: [Value; 7] = [
+        "u1".into(),
+        "'zebra':*".into(),
+        Option::<String>::None.into(),
+        false.into(),
+        Option::<f64>::None.into(),
+        0_i64.into(),
+        21_i64.into(),
+    ];
+    vec![(
+        "search of a rare word",
+        Statement::from_sql_and_values(backend, POSTGRES_SEARCH_SQL, values),
+    )]
 }
 
 fn hit(row: &sea_orm::QueryResult) -> RepoResult<SearchHit> {

@@ -74,7 +74,13 @@ async fn no_list_or_page_query_scans_a_whole_table(backend: Backend) {
     with_app(backend, async |app| {
         seed(app).await;
         let plans = app.db.query_plans().await.unwrap();
-        for family in ["session", "chats", "chatkit"] {
+        // The search is planned on PostgreSQL only: SQLite reads its FTS5 table through the
+        // table's own index, whatever the plan says.
+        let families: &[&str] = match backend {
+            Backend::Postgres => &["session", "chats", "chatkit", "search"],
+            Backend::Sqlite => &["session", "chats", "chatkit"],
+        };
+        for family in families {
             assert!(
                 plans.iter().any(|plan| plan.name.starts_with(family)),
                 "the {family} queries are planned: {plans:?}"
