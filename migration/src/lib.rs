@@ -23,7 +23,7 @@ mod m20261130_000004_chat_metadata_and_tags;
 mod m20261130_000005_search;
 mod m20261130_000006_agent_memory;
 mod m20261130_000007_retention;
-mod m20261130_000023_search_user_gin;
+mod m20261130_000008_search_user_gin;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -39,7 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000005_search::Migration),
             Box::new(m20261130_000006_agent_memory::Migration),
             Box::new(m20261130_000007_retention::Migration),
-            Box::new(m20261130_000023_search_user_gin::Migration),
+            Box::new(m20261130_000008_search_user_gin::Migration),
         ]
     }
 }

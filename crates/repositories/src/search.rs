@@ -3,7 +3,7 @@
 //!
 //! The index (`search_entries`, and `search_fts` on SQLite) is kept in step by database
 //! triggers (see the `m20261130_000005_search` migration; the GIN index PostgreSQL searches
-//! is `m20261130_000023_search_user_gin`'s), so no write path here or elsewhere
+//! is `m20261130_000008_search_user_gin`'s), so no write path here or elsewhere
 //! has anything to do for it. This module only reads it, and switches indexing on or off.
 //!
 //! Hits come best first, ties broken by the entry's id, and a page's cursor is the last hit's
