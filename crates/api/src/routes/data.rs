@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
 use std::time::Duration;
 
 use axum::Router;
@@ -75,7 +74,7 @@ pub(crate) async fn export(
     let first = exporter.next_chunk().await?;
 
     let stalled_read = state.stalled_client();
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(1);
     let completed = Arc::new(AtomicBool::new(false));
     let producer_completed = completed.clone();
     let producer = async move {
@@ -104,17 +103,8 @@ pub(crate) async fn export(
         }
     };
     tokio::spawn(producer.instrument(tracing::Span::current()));
-    let mut failed = false;
-    let body = futures::stream::poll_fn(move |cx| match receiver.poll_recv(cx) {
-        Poll::Ready(Some(chunk)) => Poll::Ready(Some(Ok(chunk))),
-        Poll::Ready(None) if !failed && !completed.load(Ordering::Acquire) => {
-            failed = true;
-            Poll::Ready(Some(Err(std::io::Error::other("the export ended early"))))
-        }
-        Poll::Ready(None) => Poll::Ready(None),
-        Poll::Pending => Poll::Pending,
-    });
-    Ok(([(header::CONTENT_TYPE, NDJSON)], Body::from_stream(body)).into_response())
+    let body = super::producer_body(receiver, completed, "the export ended early");
+    Ok(([(header::CONTENT_TYPE, NDJSON)], body).into_response())
 }
 
 /// Restores records (the format of `GET /export`) into the caller's namespace.

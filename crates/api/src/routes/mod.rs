@@ -45,6 +45,29 @@ pub(crate) fn router(settings: &Settings) -> Router<AppState> {
         .merge(search::router())
 }
 
+/// The body of a streamed read whose chunks a producer task sends through `receiver`. It ends
+/// cleanly only when the producer set `completed`; otherwise it ends in an error (`cut_off`),
+/// so the client sees a cut-off read rather than a short one.
+pub(crate) fn producer_body(
+    mut receiver: tokio::sync::mpsc::Receiver<axum::body::Bytes>,
+    completed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut_off: &'static str,
+) -> axum::body::Body {
+    use std::sync::atomic::Ordering;
+    use std::task::Poll;
+    let mut failed = false;
+    let body = futures::stream::poll_fn(move |cx| match receiver.poll_recv(cx) {
+        Poll::Ready(Some(chunk)) => Poll::Ready(Some(Ok(chunk))),
+        Poll::Ready(None) if !failed && !completed.load(Ordering::Acquire) => {
+            failed = true;
+            Poll::Ready(Some(Err(std::io::Error::other(cut_off))))
+        }
+        Poll::Ready(None) => Poll::Ready(None),
+        Poll::Pending => Poll::Pending,
+    });
+    axum::body::Body::from_stream(body)
+}
+
 /// A JSON response whose body is `text` as is (stored JSON, never re-encoded).
 pub(crate) fn json_text(status: StatusCode, text: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], text).into_response()

@@ -5,11 +5,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -288,7 +287,7 @@ async fn stream_all_items(state: AppState, user: String, session: String) -> Api
     let first_page = reader.next_page(FULL_READ_PAGE).await?;
 
     let stalled_read = Duration::from_secs(state.settings.server.stalled_read_timeout_secs);
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(1);
     let completed = Arc::new(AtomicBool::new(false));
     let producer_completed = completed.clone();
     let producer = async move {
@@ -340,17 +339,6 @@ async fn stream_all_items(state: AppState, user: String, session: String) -> Api
     };
     // The task logs under the request's span (its request id), not as an orphan.
     tokio::spawn(producer.instrument(tracing::Span::current()));
-    // The body ends cleanly only when the producer finished; otherwise it ends in an error,
-    // so the client sees a cut-off read rather than a short list.
-    let mut failed = false;
-    let body = futures::stream::poll_fn(move |cx| match receiver.poll_recv(cx) {
-        Poll::Ready(Some(chunk)) => Poll::Ready(Some(Ok(chunk))),
-        Poll::Ready(None) if !failed && !completed.load(Ordering::Acquire) => {
-            failed = true;
-            Poll::Ready(Some(Err(std::io::Error::other("the session read ended early"))))
-        }
-        Poll::Ready(None) => Poll::Ready(None),
-        Poll::Pending => Poll::Pending,
-    });
-    Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(body)).into_response())
+    let body = super::producer_body(receiver, completed, "the session read ended early");
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
