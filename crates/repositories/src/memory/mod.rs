@@ -543,41 +543,11 @@ impl Memory<'_> {
     ) -> RepoResult<Snapshot> {
         let txn = self.read_txn().await?;
         let state = line_state(&txn, user, chat, line).await?;
-        let items = match after {
-            Some(after) => {
-                read_range(
-                    &txn,
-                    user,
-                    chat,
-                    line,
-                    &state,
-                    Window {
-                        bounds: (after, i64::MAX),
-                        limit,
-                        newest_first: false,
-                        users_only: false,
-                    },
-                )
-                .await?
-            }
-            None => {
-                let low = state.last_position().saturating_sub(limit);
-                read_range(
-                    &txn,
-                    user,
-                    chat,
-                    line,
-                    &state,
-                    Window {
-                        bounds: (low, i64::MAX),
-                        limit,
-                        newest_first: false,
-                        users_only: false,
-                    },
-                )
-                .await?
-            }
-        };
+        // After a position, or else the latest `limit` items.
+        let low = after.unwrap_or_else(|| state.last_position().saturating_sub(limit));
+        let window =
+            Window { bounds: (low, i64::MAX), limit, newest_first: false, users_only: false };
+        let items = read_range(&txn, user, chat, line, &state, window).await?;
         txn.commit().await?;
         Ok(Snapshot { state, items })
     }
