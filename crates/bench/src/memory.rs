@@ -70,8 +70,8 @@ pub(crate) async fn memory(args: &Args, report: &mut String) -> anyhow::Result<(
         "Why: a branch is main's items up to its fork point plus rows of its own, so a fork \
          writes one row, and finds its turn in `session_turn_starts` (main's turn starts, \
          recorded by the first fork that needs them); a branch's latest 50 are one statement of \
-         two key ranges bounded by the branch's row, which is the constant 1.4x over main's one \
-         range, whatever the history; a replace deletes and inserts only the replaced positions \
+         two key ranges bounded by the branch's row, a constant factor over main's one range \
+         (it does not grow with the history); a replace deletes and inserts only the replaced positions \
          under a revision check (a prefix prune raises the session's `position_base`, never \
          renumbers)."
     );
