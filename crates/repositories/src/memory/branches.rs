@@ -36,15 +36,7 @@ pub(super) async fn count_turns(
     let (own_after, shared) = if state.position_base == main.position_base {
         let fork = state.fork_position.min(main.last_position());
         main_turn_position(txn, user, chat, &main, i64::MAX, fork).await?;
-        let counted = txn
-            .query_one_raw(stmt(
-                txn,
-                "SELECT COUNT(*) AS n FROM session_turn_starts \
-                 WHERE user_id = $1 AND chat_id = $2 AND position <= $3",
-                vec![user.into(), chat.into(), fork.into()],
-            ))
-            .await?;
-        (fork, counted.map(|row| int(&row, "n")).transpose()?.unwrap_or(0))
+        (fork, main_turns_up_to(txn, user, chat, fork).await?)
     } else {
         (state.position_base, 0)
     };
@@ -153,15 +145,7 @@ pub(super) async fn turn_position(
         if line == Line::Main {
             return Ok(None);
         }
-        let counted = txn
-            .query_one_raw(stmt(
-                txn,
-                "SELECT COUNT(*) AS n FROM session_turn_starts \
-                 WHERE user_id = $1 AND chat_id = $2 AND position <= $3",
-                vec![user.into(), chat.into(), fork.into()],
-            ))
-            .await?;
-        (fork, counted.map(|row| int(&row, "n")).transpose()?.unwrap_or(0))
+        (fork, main_turns_up_to(txn, user, chat, fork).await?)
     } else {
         (state.position_base, 0)
     };
@@ -526,4 +510,23 @@ fn latest_on_branch_sql(backend: sea_orm::DbBackend) -> String {
         sea_orm::DbBackend::Postgres => LATEST_ON_BRANCH_SQL.replace("max(", "GREATEST("),
         _ => LATEST_ON_BRANCH_SQL.to_owned(),
     }
+}
+
+/// How many of main's turns start at or before `position` (from the turn-start cache, which
+/// the caller has filled up to there).
+async fn main_turns_up_to(
+    txn: &impl ConnectionTrait,
+    user: &str,
+    chat: &str,
+    position: i64,
+) -> RepoResult<i64> {
+    let counted = txn
+        .query_one_raw(stmt(
+            txn,
+            "SELECT COUNT(*) AS n FROM session_turn_starts \
+             WHERE user_id = $1 AND chat_id = $2 AND position <= $3",
+            vec![user.into(), chat.into(), position.into()],
+        ))
+        .await?;
+    Ok(counted.map(|row| int(&row, "n")).transpose()?.unwrap_or(0))
 }
