@@ -24,6 +24,8 @@ mod m20261130_000005_search;
 mod m20261130_000006_agent_memory;
 mod m20261130_000007_retention;
 mod m20261130_000008_search_user_gin;
+mod m20261130_000009_search_plpgsql;
+mod m20261130_000010_search_deferred;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -40,6 +42,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000006_agent_memory::Migration),
             Box::new(m20261130_000007_retention::Migration),
             Box::new(m20261130_000008_search_user_gin::Migration),
+            Box::new(m20261130_000009_search_plpgsql::Migration),
+            Box::new(m20261130_000010_search_deferred::Migration),
         ]
     }
 }

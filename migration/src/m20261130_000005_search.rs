@@ -29,11 +29,11 @@ pub(crate) struct Migration;
 
 /// Texts longer than this many characters are indexed up to it: PostgreSQL refuses a
 /// `tsvector` over 1 MB, and a write must never fail because of its search entry.
-const MAX_INDEXED_CHARS: usize = 100_000;
+pub(crate) const MAX_INDEXED_CHARS: usize = 100_000;
 
 /// What each source table contributes: `(table, kind, conversation column, item key
 /// expression over the row alias `r`)`.
-const ITEM_SOURCES: [(&str, &str, &str, &str, &str); 2] = [
+pub(crate) const ITEM_SOURCES: [(&str, &str, &str, &str, &str); 2] = [
     ("conversation_items", "session", "chat_id", "r.position::text", "CAST(r.position AS TEXT)"),
     ("chatkit_items", "thread", "thread_id", "r.item_id", "r.item_id"),
 ];
@@ -122,24 +122,16 @@ CREATE TABLE search_state (
 )";
 const STATE_ROW: &str = "INSERT INTO search_state (only_row, enabled) VALUES (1, TRUE)";
 
-fn postgres_up() -> Vec<String> {
+/// The text helpers, as this migration wrote them (`LANGUAGE sql`; 000009 replaces them), with
+/// `CREATE OR REPLACE` so that 000009's `down` can put them back.
+pub(crate) fn postgres_helper_functions() -> Vec<String> {
     let mut statements: Vec<String> = [
-        // Trusted since PostgreSQL 13: a database owner may create it.
-        "CREATE EXTENSION IF NOT EXISTS unaccent",
-        "CREATE TEXT SEARCH CONFIGURATION chatstore_search (COPY = simple)",
-        // Words with letters lose their accents, then `simple` lower-cases them; no stemming,
-        // so no language is favoured and a prefix of a word matches as typed.
-        "ALTER TEXT SEARCH CONFIGURATION chatstore_search
-         ALTER MAPPING FOR word, hword, hword_part, numword, numhword, hword_numpart
-         WITH unaccent, simple",
-        STATE_TABLE,
-        STATE_ROW,
-        "CREATE FUNCTION chatstore_search_enabled() RETURNS boolean
+        "CREATE OR REPLACE FUNCTION chatstore_search_enabled() RETURNS boolean
          LANGUAGE sql STABLE AS $$ SELECT coalesce((SELECT enabled FROM search_state), TRUE) $$",
         // Items are stored as the exact text sent, which may escape NUL (`\u0000`) or a lone
         // surrogate: valid JSON that `jsonb` refuses. Those escapes (and only escapes: `\\`
         // pairs are set aside first) become spaces, so that no write fails on its index entry.
-        r"CREATE FUNCTION chatstore_search_json(data text) RETURNS jsonb
+        r"CREATE OR REPLACE FUNCTION chatstore_search_json(data text) RETURNS jsonb
          LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
          SELECT CASE WHEN strpos(data, '\u') = 0 THEN data::jsonb
          ELSE replace(regexp_replace(replace(data, '\\', chr(1)),
@@ -152,7 +144,7 @@ fn postgres_up() -> Vec<String> {
     // A message's text: `content` when it is a string, else its `input_text` and
     // `output_text` parts, one a line.
     statements.push(format!(
-        "CREATE FUNCTION chatstore_search_text(data text) RETURNS text
+        "CREATE OR REPLACE FUNCTION chatstore_search_text(data text) RETURNS text
          LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
          SELECT left(CASE jsonb_typeof(item -> 'content')
              WHEN 'string' THEN item ->> 'content'
@@ -164,6 +156,25 @@ fn postgres_up() -> Vec<String> {
          END, {MAX_INDEXED_CHARS})
          FROM (SELECT chatstore_search_json(data) AS item) AS parsed $$"
     ));
+    statements
+}
+
+pub(crate) fn postgres_up() -> Vec<String> {
+    let mut statements: Vec<String> = [
+        // Trusted since PostgreSQL 13: a database owner may create it.
+        "CREATE EXTENSION IF NOT EXISTS unaccent",
+        "CREATE TEXT SEARCH CONFIGURATION chatstore_search (COPY = simple)",
+        // Words with letters lose their accents, then `simple` lower-cases them; no stemming,
+        // so no language is favoured and a prefix of a word matches as typed.
+        "ALTER TEXT SEARCH CONFIGURATION chatstore_search
+         ALTER MAPPING FOR word, hword, hword_part, numword, numhword, hword_numpart
+         WITH unaccent, simple",
+        STATE_TABLE,
+        STATE_ROW,
+    ]
+    .map(String::from)
+    .to_vec();
+    statements.extend(postgres_helper_functions());
     statements.push(
         "CREATE TABLE search_entries (
             id bigserial NOT NULL,
@@ -181,40 +192,13 @@ fn postgres_up() -> Vec<String> {
     statements
         .push("CREATE INDEX search_entries_document ON search_entries USING gin (document)".into());
     statements.push(postgres_sources_view());
-    for (table, kind, conversation, key, _) in ITEM_SOURCES {
-        let insert = format!(
-            "INSERT INTO search_entries (user_id, kind, conversation_id, item_key, body, created_at)
-             SELECT user_id, '{kind}', conversation, item_key, body, created_at
-             FROM (SELECT r.user_id, r.{conversation} AS conversation, {key} AS item_key,
-                          chatstore_search_text(r.data) AS body, r.created_at
-                   FROM added r) AS texts
-             WHERE body <> ''
-             ON CONFLICT (user_id, kind, conversation_id, item_key)
-             DO UPDATE SET body = excluded.body, created_at = excluded.created_at;"
-        );
-        let delete = format!(
-            "DELETE FROM search_entries e USING removed r
-             WHERE e.user_id = r.user_id AND e.kind = '{kind}'
-               AND e.conversation_id = r.{conversation} AND e.item_key = {key};"
-        );
-        let bodies = [
-            (
-                "insert",
-                "NEW TABLE AS added",
-                format!("IF chatstore_search_enabled() THEN {insert} END IF;"),
-            ),
-            ("delete", "OLD TABLE AS removed", delete.clone()),
-            (
-                "update",
-                "OLD TABLE AS removed NEW TABLE AS added",
-                format!("{delete} IF chatstore_search_enabled() THEN {insert} END IF;"),
-            ),
-        ];
-        for (event, transition, body) in bodies {
-            statements.push(format!(
-                "CREATE FUNCTION search_{table}_{event}() RETURNS trigger LANGUAGE plpgsql AS $$
-                 BEGIN {body} RETURN NULL; END $$"
-            ));
+    statements.extend(postgres_item_trigger_functions());
+    for (table, _, _, _, _) in ITEM_SOURCES {
+        for (event, transition) in [
+            ("insert", "NEW TABLE AS added"),
+            ("delete", "OLD TABLE AS removed"),
+            ("update", "OLD TABLE AS removed NEW TABLE AS added"),
+        ] {
             statements.push(format!(
                 "CREATE TRIGGER search_{table}_{event} AFTER {event} ON {table}
                  REFERENCING {transition} FOR EACH STATEMENT
@@ -259,6 +243,48 @@ fn postgres_up() -> Vec<String> {
     statements
 }
 
+/// The statement that removes the entries of the item rows in the transition table
+/// `removed`, for the items of `kind` (columns as in [`ITEM_SOURCES`]).
+pub(crate) fn item_entries_delete(kind: &str, conversation: &str, key: &str) -> String {
+    format!(
+        "DELETE FROM search_entries e USING removed r
+         WHERE e.user_id = r.user_id AND e.kind = '{kind}'
+           AND e.conversation_id = r.{conversation} AND e.item_key = {key};"
+    )
+}
+
+/// The items' statement-level trigger functions, as this migration wrote them (000009
+/// replaces the insert and update ones), with `CREATE OR REPLACE` so that 000009's `down` can
+/// put them back.
+pub(crate) fn postgres_item_trigger_functions() -> Vec<String> {
+    let mut statements = Vec::new();
+    for (table, kind, conversation, key, _) in ITEM_SOURCES {
+        let insert = format!(
+            "INSERT INTO search_entries (user_id, kind, conversation_id, item_key, body, created_at)
+             SELECT user_id, '{kind}', conversation, item_key, body, created_at
+             FROM (SELECT r.user_id, r.{conversation} AS conversation, {key} AS item_key,
+                          chatstore_search_text(r.data) AS body, r.created_at
+                   FROM added r) AS texts
+             WHERE body <> ''
+             ON CONFLICT (user_id, kind, conversation_id, item_key)
+             DO UPDATE SET body = excluded.body, created_at = excluded.created_at;"
+        );
+        let delete = item_entries_delete(kind, conversation, key);
+        let bodies = [
+            ("insert", format!("IF chatstore_search_enabled() THEN {insert} END IF;")),
+            ("delete", delete.clone()),
+            ("update", format!("{delete} IF chatstore_search_enabled() THEN {insert} END IF;")),
+        ];
+        for (event, body) in bodies {
+            statements.push(format!(
+                "CREATE OR REPLACE FUNCTION search_{table}_{event}() RETURNS trigger
+                 LANGUAGE plpgsql AS $$ BEGIN {body} RETURN NULL; END $$"
+            ));
+        }
+    }
+    statements
+}
+
 /// Every entry the sources call for, for rebuilding the index (PostgreSQL).
 fn postgres_sources_view() -> String {
     let mut parts = Vec::new();
@@ -285,7 +311,7 @@ fn postgres_sources_view() -> String {
 /// `chatstore_search_text` on PostgreSQL. SQLite's text functions stop at a NUL, so escaped
 /// NULs become spaces first (an escaped backslash followed by `u0000` then reads `u0020`: the
 /// index may differ from the item there, the item never does).
-fn sqlite_item_text(data: &str) -> String {
+pub(crate) fn sqlite_item_text(data: &str) -> String {
     format!(
         r"(SELECT CASE WHEN json_valid(j) THEN substr(CASE json_type(j, '$.content')
              WHEN 'text' THEN json_extract(j, '$.content')
@@ -325,7 +351,7 @@ fn sqlite_add(select: &str, condition: &str) -> String {
 /// by triggers on `search_entries`: SQLite 3.51 fails the first statement a connection
 /// prepares after loading the schema (`no such table`) when the FTS table is reached through
 /// triggers two levels deep.
-fn sqlite_up() -> Vec<String> {
+pub(crate) fn sqlite_up() -> Vec<String> {
     let mut statements: Vec<String> = vec![
         STATE_TABLE.into(),
         STATE_ROW.into(),

@@ -201,6 +201,9 @@ pub struct SearchSettings {
     /// start: switching off empties the index, switching back on rebuilds it from every stored
     /// conversation. Off, `GET /search` answers `404`.
     pub enabled: bool,
+    /// How often appended session items are indexed (they are indexed after their append,
+    /// in batches; a search first indexes its user's waiting items itself).
+    pub index_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

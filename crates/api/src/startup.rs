@@ -30,7 +30,7 @@ use crate::openapi;
 use crate::responder::{self, Responder};
 use crate::routes;
 use crate::serve::{self, ConnectionLimits};
-use crate::settings::{IdempotencySettings, Settings};
+use crate::settings::{IdempotencySettings, SearchSettings, Settings};
 use crate::signed_urls::UrlSigner;
 use crate::state::AppState;
 
@@ -189,6 +189,7 @@ async fn open_database(
         (settings.database.max_connections as usize / 4).max(1),
     ));
     let retention = settings.retention.clone();
+    let search = settings.search.clone();
     let metrics = Arc::new(Metrics::default());
     let state = AppState {
         responder,
@@ -201,9 +202,10 @@ async fn open_database(
     };
     serving.send_replace(Some(Serving { router: router(state), db: db.clone() }));
     tracing::info!("the database is open: serving every route");
-    // Both run until this task is aborted (at shutdown).
+    // They run until this task is aborted (at shutdown).
     tokio::join!(
         prune_idempotency_keys(db.clone(), idempotency),
+        index_appended_items(db.clone(), search),
         crate::retention::sweep_forever(db, retention, metrics),
     );
     Ok(())
@@ -243,6 +245,30 @@ fn gate(served: watch::Receiver<Option<Serving>>) -> Router {
 fn tune_connection(stream: &mut TcpStream) {
     if let Err(err) = stream.set_nodelay(true) {
         tracing::warn!(error = %err, "cannot set TCP_NODELAY on an accepted connection");
+    }
+}
+
+/// Indexes the session items appended since the last time, every `index_interval_ms`, until
+/// none waits (see `repositories::SearchIndex`).
+async fn index_appended_items(db: Db, settings: SearchSettings) {
+    if !settings.enabled {
+        return;
+    }
+    let mut interval =
+        tokio::time::interval(Duration::from_millis(settings.index_interval_ms.max(1)));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        loop {
+            match db.search_index().index_batch().await {
+                Ok((0, _)) => break,
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "indexing appended items for search failed");
+                    break;
+                }
+            }
+        }
     }
 }
 

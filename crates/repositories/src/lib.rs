@@ -19,6 +19,7 @@ mod plans;
 mod records;
 mod retention;
 mod search;
+mod search_index;
 mod sessions;
 
 pub use attachment_contents::{AttachmentContents, Content};
@@ -42,4 +43,5 @@ pub use search::{
     IndexChange, ItemRef, MAX_QUERY_CHARS, Search, SearchCursor, SearchHit, SearchKind,
     SearchRequest, SearchText,
 };
+pub use search_index::SearchIndex;
 pub use sessions::{IdempotencyKey, SessionReader, Sessions};

@@ -281,6 +281,9 @@ impl Db {
 impl Search<'_> {
     /// One page of the user's hits for `request`, best first.
     pub async fn find(&self, user: &str, request: &SearchRequest) -> RepoResult<Page<SearchHit>> {
+        // Appends are indexed after they commit: index what of this user's still waits, so
+        // the search sees every write made before it.
+        self.db.search_index().catch_up_user(user).await?;
         let backend = self.db.db_backend();
         let (sql, query) = match backend {
             DbBackend::Postgres => (POSTGRES_SEARCH_SQL, self.tsquery(&request.text).await?),
@@ -357,6 +360,9 @@ impl Search<'_> {
                 txn.execute_unprepared("INSERT INTO search_fts (search_fts) VALUES ('rebuild')")
                     .await?;
             }
+            // The rebuild took every stored item: none waits for the background indexer.
+            txn.execute_unprepared("UPDATE chats SET search_indexed = position_base + item_count")
+                .await?;
             IndexChange::Rebuilt(rebuilt.rows_affected())
         } else {
             txn.execute_unprepared("DELETE FROM search_entries").await?;
@@ -372,6 +378,7 @@ impl Search<'_> {
 
     /// How many entries the index holds for `user` (for tests and checks).
     pub async fn entry_count(&self, user: &str) -> RepoResult<i64> {
+        self.db.search_index().catch_up_user(user).await?;
         let backend = self.db.db_backend();
         let row = self
             .db

@@ -257,6 +257,11 @@ pub(crate) async fn lock_item_range(
 
 /// Inserts `items` with positions from `first_position` on, in statements of
 /// `INSERT_CHUNK` rows. The caller holds the chat's lock and keeps `item_count` in step.
+///
+/// These positions may have held items the search index has seen (a replaced conversation
+/// or tail), so the chat's search mark goes back below them: the new items are indexed
+/// afresh. (Appends need no such step: they write above the last position, and the mark is
+/// never above it.)
 pub(crate) async fn insert_items(
     txn: &impl ConnectionTrait,
     user: &str,
@@ -265,6 +270,21 @@ pub(crate) async fn insert_items(
     items: &[&str],
     now: DateTime<Utc>,
 ) -> RepoResult<()> {
+    if !items.is_empty() {
+        let lower = match txn.get_database_backend() {
+            DbBackend::Postgres => "least",
+            _ => "min",
+        };
+        txn.execute_raw(Statement::from_sql_and_values(
+            txn.get_database_backend(),
+            format!(
+                "UPDATE chats SET search_indexed = {lower}(search_indexed, $3) \
+                 WHERE user_id = $1 AND chat_id = $2"
+            ),
+            [user.into(), chat_id.into(), (first_position - 1).into()],
+        ))
+        .await?;
+    }
     for (chunk_index, chunk) in items.chunks(INSERT_CHUNK).enumerate() {
         let chunk_start = first_position + (chunk_index * INSERT_CHUNK) as i64;
         let mut insert = Query::insert();

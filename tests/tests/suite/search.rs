@@ -4,7 +4,10 @@
 
 use std::collections::BTreeSet;
 
+use std::time::{Duration, Instant};
+
 use chatstore_tests::{Answer, Backend, TestApp, dual_backend_tests, with_app, with_database};
+use repositories::sea_orm::{ConnectionTrait, Statement};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -50,6 +53,30 @@ fn thread_hit(thread: &str, item: &str) -> (String, String, Value) {
 
 async fn entries(app: &TestApp, user: &str) -> i64 {
     app.db.search().entry_count(user).await.unwrap()
+}
+
+/// `user`'s entries in the index table as they are, without indexing what waits first (as
+/// [`entries`] and every search do).
+async fn stored_entries(app: &TestApp, user: &str) -> i64 {
+    let statement = Statement::from_sql_and_values(
+        app.db.db_backend(),
+        "SELECT count(*) AS n FROM search_entries WHERE user_id = $1",
+        [user.into()],
+    );
+    let row = app.db.connection().query_one_raw(statement).await.unwrap().unwrap();
+    row.try_get::<i64>("", "n").unwrap()
+}
+
+/// A chat's search mark and last position.
+async fn search_mark(app: &TestApp, user: &str, chat: &str) -> (i64, i64) {
+    let statement = Statement::from_sql_and_values(
+        app.db.db_backend(),
+        "SELECT search_indexed AS mark, position_base + item_count AS top FROM chats \
+         WHERE user_id = $1 AND chat_id = $2",
+        [user.into(), chat.into()],
+    );
+    let row = app.db.connection().query_one_raw(statement).await.unwrap().unwrap();
+    (row.try_get::<i64>("", "mark").unwrap(), row.try_get::<i64>("", "top").unwrap())
 }
 
 async fn append(app: &TestApp, user: &str, session: &str, items: Value) {
@@ -417,6 +444,90 @@ async fn search_can_be_switched_off_and_on(backend: Backend) {
     .await;
 }
 
+/// Appends are indexed after they commit, by the server in the background: the entries
+/// appear without any search asking for them, and the chat's mark reaches its last position.
+async fn appended_items_are_indexed_in_the_background(backend: Backend) {
+    with_database(backend, async |database| {
+        let mut app =
+            TestApp::spawn(database, |settings| settings.search.index_interval_ms = 20).await;
+        for n in 0..5 {
+            append(&app, "alice", "s", json!([{"role": "user", "content": format!("kiwi {n}")}]))
+                .await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while stored_entries(&app, "alice").await < 5 {
+            assert!(Instant::now() < deadline, "the background indexer never indexed the appends");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(stored_entries(&app, "alice").await, 5);
+        assert_eq!(search_mark(&app, "alice", "s").await, (5, 5));
+        app.stop().await.unwrap();
+    })
+    .await;
+}
+
+/// With the background indexer idle, a search still sees every earlier append: it indexes
+/// its user's waiting items first, and only its user's.
+async fn a_search_indexes_its_users_waiting_items_first(backend: Backend) {
+    with_database(backend, async |database| {
+        let mut app =
+            TestApp::spawn(database, |settings| settings.search.index_interval_ms = 3_600_000)
+                .await;
+        append(&app, "alice", "s", json!([{"role": "user", "content": "quokka"}])).await;
+        append(&app, "bob", "s", json!([{"role": "user", "content": "quokka"}])).await;
+        assert_eq!(stored_entries(&app, "alice").await, 0, "nothing indexed yet");
+        assert_eq!(search_mark(&app, "alice", "s").await, (0, 1));
+        assert_eq!(found(&app, "alice", "quokka").await, [session_hit("s", 1)]);
+        assert_eq!(stored_entries(&app, "alice").await, 1);
+        assert_eq!(search_mark(&app, "alice", "s").await, (1, 1));
+        assert_eq!(stored_entries(&app, "bob").await, 0, "another user's waits for the background");
+
+        // A popped item's position, reused, holds the new text only, and the mark follows.
+        assert_eq!(app.post("/sessions/s/pop", "alice", "").await.status, 200);
+        assert_eq!(search_mark(&app, "alice", "s").await, (0, 0));
+        append(&app, "alice", "s", json!([{"role": "user", "content": "wombat"}])).await;
+        assert!(found(&app, "alice", "quokka").await.is_empty());
+        assert_eq!(found(&app, "alice", "wombat").await, [session_hit("s", 1)]);
+        app.stop().await.unwrap();
+    })
+    .await;
+}
+
+/// Many clients appending while the background indexes: every item ends up indexed exactly
+/// once, whichever of the background and the search's catch-up took it.
+async fn concurrent_appends_are_each_indexed_once(backend: Backend) {
+    with_database(backend, async |database| {
+        let mut app =
+            TestApp::spawn(database, |settings| settings.search.index_interval_ms = 5).await;
+        let writers = (0..6).map(|writer| {
+            let app = &app;
+            async move {
+                for n in 0..10 {
+                    let text = format!("panda writer{writer} n{n}");
+                    let session = format!("s{}", writer % 2);
+                    append(app, "alice", &session, json!([{"role": "user", "content": text}])).await;
+                }
+            }
+        });
+        futures::future::join_all(writers).await;
+        assert_eq!(entries(&app, "alice").await, 60);
+        let page = search(&app, "alice", "q=panda&limit=100").await;
+        assert_eq!(hits(&page).len(), 60);
+        for session in ["s0", "s1"] {
+            assert_eq!(search_mark(&app, "alice", session).await, (30, 30));
+        }
+        let statement = Statement::from_string(
+            app.db.db_backend(),
+            "SELECT count(*) AS n FROM (SELECT DISTINCT conversation_id, item_key \
+             FROM search_entries WHERE user_id = 'alice') AS keys",
+        );
+        let row = app.db.connection().query_one_raw(statement).await.unwrap().unwrap();
+        assert_eq!(row.try_get::<i64>("", "n").unwrap(), 60);
+        app.stop().await.unwrap();
+    })
+    .await;
+}
+
 dual_backend_tests!(
     session_writes_keep_the_index_in_step,
     thread_writes_keep_the_index_in_step,
@@ -427,4 +538,7 @@ dual_backend_tests!(
     paging_never_skips_or_repeats_a_hit,
     bad_input_is_a_400_and_no_token_a_401,
     search_can_be_switched_off_and_on,
+    appended_items_are_indexed_in_the_background,
+    a_search_indexes_its_users_waiting_items_first,
+    concurrent_appends_are_each_indexed_once,
 );
