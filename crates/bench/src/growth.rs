@@ -9,8 +9,8 @@ use chatstore_tests::{Backend, TestDatabase};
 
 use crate::http::Connection;
 use crate::turns::{
-    PgbenchRun, Run, TurnArgs, bench_token, drive, footprint, load_reference, load_sessions_sql,
-    pgbench, serve,
+    PgbenchRun, Reference, Run, TurnArgs, bench_token, drive, footprint, load_reference,
+    load_sessions_sql, pgbench, serve,
 };
 use crate::{Series, micros};
 
@@ -52,7 +52,7 @@ async fn measure(
     for (history, reference) in HISTORIES.into_iter().zip(references) {
         eprintln!("loading {} sessions of {history} items, twice", crate::turns::SESSIONS);
         load_sessions_sql(&db, &prefix(history), history).await?;
-        load_reference(args.shared, reference, history)?;
+        load_reference(args.shared, Reference::FiveStatements, reference, history)?;
     }
     db.close().await;
     let server = serve(args.binary, &ours.url);
@@ -74,7 +74,8 @@ async fn measure(
             let run = drive(&server.address, &token, &prefix(history), CLIENTS, part).await?;
             runs[index].absorb(run);
             let name = reference.pg_name().context("a PostgreSQL database")?;
-            let reference_run = pgbench(args.shared, name, CLIENTS, part)?;
+            let reference_run =
+                pgbench(args.shared, Reference::FiveStatements, name, CLIENTS, part)?;
             reference_runs[index].tps += reference_run.tps / f64::from(args.rounds);
             reference_runs[index].latency_ms += reference_run.latency_ms / f64::from(args.rounds);
         }

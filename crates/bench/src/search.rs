@@ -58,8 +58,8 @@ fn db_backend(backend: Backend) -> DbBackend {
 }
 
 /// Loads `sizes.total` items in chats of [`CHAT_ITEMS`]: the first `sizes.items` belong to
-/// user `bench`, the rest to [`OTHER_USERS`] others. Bulk SQL, with the search triggers
-/// indexing as they would for any write.
+/// user `bench`, the rest to [`OTHER_USERS`] others. Bulk SQL, then indexed for search as
+/// a server indexes appended items.
 async fn load(db: &Db, backend: Backend, sizes: SearchSizes) -> anyhow::Result<()> {
     let total = i64::try_from(sizes.total)?;
     let items = i64::try_from(sizes.items)?;
@@ -107,6 +107,7 @@ async fn load(db: &Db, backend: Backend, sizes: SearchSizes) -> anyhow::Result<(
             .await?;
         start = end;
     }
+    crate::turns::index_for_search(db).await?;
     let settle: &[&str] = match backend {
         Backend::Postgres => {
             &["VACUUM (ANALYZE) chats, conversation_items, search_entries", "CHECKPOINT"]

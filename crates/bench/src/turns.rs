@@ -118,9 +118,47 @@ pub(crate) struct PgbenchRun {
     pub(crate) latency_ms: f64,
 }
 
-/// `pgbench` with the reference turn script on `database`.
+/// A reference workload from `../shared/bench/`: a schema loaded with psql and a turn script
+/// pgbench runs against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reference {
+    /// `pgbench-turn-2rt.sql`: one statement reads, one appends. The floor: no store that
+    /// reads before the model answers and writes after can use fewer round trips.
+    Floor,
+    /// `pgbench-turn.sql`: five statements (read; BEGIN; upsert the conversation; insert the
+    /// items; COMMIT), what a store written the usual way sends.
+    FiveStatements,
+}
+
+impl Reference {
+    fn schema(self) -> &'static str {
+        match self {
+            Self::Floor => "bench/pgbench-schema-2rt.sql",
+            Self::FiveStatements => "bench/pgbench-schema.sql",
+        }
+    }
+
+    fn script(self) -> &'static str {
+        match self {
+            Self::Floor => "bench/pgbench-turn-2rt.sql",
+            Self::FiveStatements => "bench/pgbench-turn.sql",
+        }
+    }
+
+    /// What settles the loaded schema (see [`SETTLE_OURS`]); the floor's schema file does it
+    /// itself.
+    fn settle(self) -> &'static [&'static str] {
+        match self {
+            Self::Floor => &[],
+            Self::FiveStatements => &SETTLE_FIVE_STATEMENTS,
+        }
+    }
+}
+
+/// `pgbench` running `reference`'s turn script on `database`.
 pub(crate) fn pgbench(
     shared: &Path,
+    reference: Reference,
     database: &str,
     clients: usize,
     duration: Duration,
@@ -130,7 +168,7 @@ pub(crate) fn pgbench(
         .args(["-c", &clients.to_string(), "-j", &clients.min(2).to_string()])
         .args(["-T", &duration.as_secs().to_string(), "-D", &format!("sessions={SESSIONS}")])
         .arg("-f")
-        .arg(shared.join("bench/pgbench-turn.sql"))
+        .arg(shared.join(reference.script()))
         .arg(database)
         .output()
         .context("cannot run pgbench (apt-get install postgresql-client)")?;
@@ -150,20 +188,21 @@ pub(crate) fn pgbench(
     Ok(PgbenchRun { tps, latency_ms })
 }
 
-/// Loads the reference schema with `history` items per conversation, with psql as its README
+/// Loads `reference`'s schema with `history` items per conversation, with psql as its README
 /// says.
 pub(crate) fn load_reference(
     shared: &Path,
-    reference: &TestDatabase,
+    reference: Reference,
+    database: &TestDatabase,
     history: usize,
 ) -> anyhow::Result<()> {
-    let name = reference.pg_name().context("a PostgreSQL database")?;
+    let name = database.pg_name().context("a PostgreSQL database")?;
     let status = Command::new("psql")
         .args(["-q", "-h", "127.0.0.1", "-U", "postgres", "-d", name])
         .args(["-v", &format!("sessions={SESSIONS}"), "-v", &format!("history={history}")])
         .arg("-f")
-        .arg(shared.join("bench/pgbench-schema.sql"))
-        .args(SETTLE_REFERENCE.iter().flat_map(|statement| ["-c", statement]))
+        .arg(shared.join(reference.schema()))
+        .args(reference.settle().iter().flat_map(|statement| ["-c", *statement]))
         .stderr(std::process::Stdio::null())
         .status()
         .context("cannot run psql")?;
@@ -203,7 +242,16 @@ pub(crate) async fn load_sessions_sql(db: &Db, prefix: &str, history: usize) -> 
             .execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
             .await?;
     }
+    index_for_search(db).await?;
     settle(db).await
+}
+
+/// Indexes every appended item for search, batch by batch, as a server does in the
+/// background after appends: loaded histories are measured with their index built, not
+/// while the server is still building it.
+pub(crate) async fn index_for_search(db: &Db) -> anyhow::Result<()> {
+    while db.search_index().index_batch().await?.0 > 0 {}
+    Ok(())
 }
 
 /// After a bulk load, what autovacuum would have done by the time a real database served
@@ -211,9 +259,10 @@ pub(crate) async fn load_sessions_sql(db: &Db, prefix: &str, history: usize) -> 
 /// then a checkpoint, so the load's dirty pages are written before the measurement rather
 /// than during it, where they would slow whichever run happened to overlap the flush.
 /// Separate statements: VACUUM may not share a query string with another.
-const SETTLE_OURS: [&str; 2] = ["VACUUM (ANALYZE) chats, conversation_items", "CHECKPOINT"];
-/// [`SETTLE_OURS`] for the pgbench reference schema.
-const SETTLE_REFERENCE: [&str; 2] = ["VACUUM (ANALYZE) ref_chats, ref_items", "CHECKPOINT"];
+const SETTLE_OURS: [&str; 2] =
+    ["VACUUM (ANALYZE) chats, conversation_items, search_entries", "CHECKPOINT"];
+/// [`SETTLE_OURS`] for the five-statement reference schema.
+const SETTLE_FIVE_STATEMENTS: [&str; 2] = ["VACUUM (ANALYZE) ref_chats, ref_items", "CHECKPOINT"];
 
 /// A `chatstore serve` on `url`, with the pool the PostgreSQL tables use.
 pub(crate) fn serve(binary: &Path, url: &str) -> ServerProcess {
@@ -235,7 +284,7 @@ pub(crate) async fn load_sessions(db: &Db, prefix: &str, history: usize) -> anyh
     for session in 0..SESSIONS {
         db.sessions().add_items("bench", &format!("{prefix}s{session}"), &items, None).await?;
     }
-    Ok(())
+    index_for_search(db).await
 }
 
 /// Peak resident memory (kB) and CPU time (clock ticks, 1/100 s) of a process, from /proc.
@@ -271,35 +320,65 @@ pub(crate) struct TurnArgs<'a> {
     pub(crate) rounds: u32,
 }
 
-/// Turn throughput at 1, 16 and 64 clients, chatstore and pgbench interleaved.
+/// The histories of the turn table: items per session.
+pub(crate) const TURN_HISTORIES: [usize; 2] = [HISTORY, 100_000];
+/// The client counts of the turn table.
+pub(crate) const TURN_CLIENTS: [usize; 3] = [1, 16, 64];
+
+/// One row of the turn table: chatstore and the floor at one history and client count.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TurnRow {
+    pub(crate) history: usize,
+    pub(crate) clients: usize,
+    pub(crate) ours_tps: f64,
+    pub(crate) ours_p50: Duration,
+    pub(crate) ours_p99: Duration,
+    pub(crate) floor_tps: f64,
+    pub(crate) floor_latency_ms: f64,
+}
+
+/// Turn throughput at 1, 16 and 64 clients on sessions of 100 and 100,000 items, chatstore
+/// and the floor (pgbench with the two-round-trip script) interleaved round by round.
 pub(crate) async fn turn_throughput(
     args: &TurnArgs<'_>,
     report: &mut String,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<TurnRow>> {
     let ours =
         TestDatabase::create(Backend::Postgres).await.context("no PostgreSQL to benchmark")?;
-    let reference =
-        TestDatabase::create(Backend::Postgres).await.context("no PostgreSQL to benchmark")?;
-    let outcome = measure(args, &ours, &reference, report).await;
+    let mut floors = Vec::new();
+    for _ in TURN_HISTORIES {
+        floors.push(
+            TestDatabase::create(Backend::Postgres).await.context("no PostgreSQL to benchmark")?,
+        );
+    }
+    let outcome = measure(args, &ours, &floors, report).await;
     ours.drop_database().await;
-    reference.drop_database().await;
+    for floor in &floors {
+        floor.drop_database().await;
+    }
     outcome
+}
+
+/// The session prefix of the turn table's sessions of `history` items.
+fn history_prefix(history: usize) -> String {
+    format!("h{history}-")
 }
 
 async fn measure(
     args: &TurnArgs<'_>,
     ours: &TestDatabase,
-    reference: &TestDatabase,
+    floors: &[TestDatabase],
     report: &mut String,
-) -> anyhow::Result<()> {
-    load_reference(args.shared, reference, HISTORY)?;
-    let reference_name = reference.pg_name().context("a PostgreSQL database")?;
-
-    // Ours: migrate, load the same sessions, then serve.
+) -> anyhow::Result<Vec<TurnRow>> {
+    // Ours: migrate, load both histories into one database (as one deployment holds short and
+    // long conversations side by side), then serve with the default configuration.
     let db = ours.connect().await;
     db.migrate().await?;
-    load_sessions(&db, "", HISTORY).await?;
-    settle(&db).await?;
+    for (history, floor) in TURN_HISTORIES.into_iter().zip(floors) {
+        eprintln!("turns: loading {SESSIONS} sessions of {history} items, and the floor's");
+        load_sessions_sql(&db, &history_prefix(history), history).await?;
+        load_reference(args.shared, Reference::Floor, floor, history)?;
+    }
     db.close().await;
     let server = serve(args.binary, &ours.url);
     let token = bench_token(&ours.url)?;
@@ -307,41 +386,52 @@ async fn measure(
     let part = Duration::from_secs((args.seconds / u64::from(2 * args.rounds)).max(1));
     let _ = writeln!(
         report,
-        "| clients | chatstore turns/s | p50 | p99 | pgbench turns/s | pgbench mean latency | ratio |\n|---|---|---|---|---|---|---|"
+        "| items per session | clients | chatstore / floor | chatstore turns/s | p50 | p99 | floor turns/s | floor mean latency |\n|---|---|---|---|---|---|---|---|"
     );
+    let mut rows = Vec::new();
     let mut requests = 0usize;
-    let mut cpu_before = 0;
-    let mut cpu_per_request = f64::NAN;
-    drive(&server.address, &token, "", 4, Duration::from_secs(1)).await?; // warm-up
-    for clients in [1usize, 16, 64] {
-        let mut run = Run::default();
-        let (mut pg_tps, mut pg_latency) = (0.0, 0.0);
-        if clients == 64 {
-            cpu_before = footprint(server.pid()).map_or(0, |(_, ticks)| ticks);
-            requests = 0;
+    let mut cpu_ticks = 0;
+    for (history, floor) in TURN_HISTORIES.into_iter().zip(floors) {
+        let floor_name = floor.pg_name().context("a PostgreSQL database")?;
+        let prefix = history_prefix(history);
+        drive(&server.address, &token, &prefix, 4, Duration::from_secs(1)).await?; // warm-up
+        for clients in TURN_CLIENTS {
+            let mut run = Run::default();
+            let (mut floor_tps, mut floor_latency_ms) = (0.0, 0.0);
+            for _ in 0..args.rounds {
+                let before = footprint(server.pid()).map_or(0, |(_, ticks)| ticks);
+                let part_run = drive(&server.address, &token, &prefix, clients, part).await?;
+                if clients == 64 {
+                    cpu_ticks += footprint(server.pid()).map_or(0, |(_, ticks)| ticks) - before;
+                    requests += part_run.turns * 2;
+                }
+                run.absorb(part_run);
+                let floor_run = pgbench(args.shared, Reference::Floor, floor_name, clients, part)?;
+                floor_tps += floor_run.tps / f64::from(args.rounds);
+                floor_latency_ms += floor_run.latency_ms / f64::from(args.rounds);
+            }
+            let row = TurnRow {
+                history,
+                clients,
+                ours_tps: run.per_second(),
+                ours_p50: run.latencies.percentile(0.5),
+                ours_p99: run.latencies.percentile(0.99),
+                floor_tps,
+                floor_latency_ms,
+            };
+            let _ = writeln!(
+                report,
+                "| {history} | {clients} | **{:.2}x** | {:.0} | {} | {} | {floor_tps:.0} | {floor_latency_ms:.2} ms |",
+                row.ours_tps / floor_tps,
+                row.ours_tps,
+                micros(row.ours_p50),
+                micros(row.ours_p99),
+            );
+            rows.push(row);
         }
-        for _ in 0..args.rounds {
-            let part_run = drive(&server.address, &token, "", clients, part).await?;
-            requests += part_run.turns * 2;
-            run.absorb(part_run);
-            let reference_run = pgbench(args.shared, reference_name, clients, part)?;
-            pg_tps += reference_run.tps / f64::from(args.rounds);
-            pg_latency += reference_run.latency_ms / f64::from(args.rounds);
-        }
-        if clients == 64 {
-            let cpu_after = footprint(server.pid()).map_or(0, |(_, ticks)| ticks);
-            // Clock ticks are 1/100 s on Linux.
-            cpu_per_request = (cpu_after - cpu_before) as f64 * 10_000.0 / requests.max(1) as f64;
-        }
-        let ours_tps = run.per_second();
-        let _ = writeln!(
-            report,
-            "| {clients} | {ours_tps:.0} | {} | {} | {pg_tps:.0} | {pg_latency:.2} ms | **{:.2}x** |",
-            micros(run.latencies.percentile(0.5)),
-            micros(run.latencies.percentile(0.99)),
-            ours_tps / pg_tps
-        );
     }
+    // Clock ticks are 1/100 s on Linux.
+    let cpu_per_request = cpu_ticks as f64 * 10_000.0 / requests.max(1) as f64;
     let peak_mb = footprint(server.pid()).map_or(f64::NAN, |(kb, _)| kb as f64 / 1024.0);
     let _ = writeln!(
         report,
@@ -350,7 +440,7 @@ async fn measure(
          each turn is two requests)."
     );
     server.stop();
-    Ok(())
+    Ok(rows)
 }
 
 /// `../shared` beside the workspace, or `CHATSTORE_SHARED_DIR`.
