@@ -313,6 +313,7 @@ async fn measure(
     let mut cpu_before = 0;
     let mut cpu_per_request = f64::NAN;
     drive(&server.address, &token, "", 4, Duration::from_secs(1)).await?; // warm-up
+    let mut chart = crate::charts::empty_bars(&["chatstore", "pgbench reference"]);
     for clients in [1usize, 16, 64] {
         let mut run = Run::default();
         let (mut pg_tps, mut pg_latency) = (0.0, 0.0);
@@ -341,7 +342,12 @@ async fn measure(
             micros(run.latencies.percentile(0.99)),
             ours_tps / pg_tps
         );
+        chart[0].values.push(ours_tps);
+        chart[1].values.push(pg_tps);
     }
+    let title = "Turns on PostgreSQL: chatstore and its reference";
+    let image = crate::charts::turns_by_clients("turns", title, &[1, 16, 64], &chart)?;
+    let _ = writeln!(report, "\n{image}");
     let peak_mb = footprint(server.pid()).map_or(f64::NAN, |(kb, _)| kb as f64 / 1024.0);
     let _ = writeln!(
         report,
