@@ -160,7 +160,9 @@ async fn measure(
     )?;
     let _ = writeln!(
         report,
-        "\n![Turns/s at 16 clients with 100 thousand and 10 million items](docs/bench/growth.svg)"
+        "\n![Turns/s at 16 clients with {} and {} items in the database](docs/bench/growth.svg)",
+        grouped(items_of(users_of[0])),
+        grouped(items_of(users_of[1])),
     );
 
     full_history_reads(args, &ours[0], report).await

@@ -416,11 +416,14 @@ fn machine() -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(unknown) = args.only.iter().find(|key| !splice::is_section(key)) {
+        anyhow::bail!("--only: there is no section {unknown:?}");
+    }
     let mut report = String::new();
     let _ = writeln!(report, "# Benchmarks\n");
     let _ = writeln!(
         report,
-        "Written by `chatstore-bench` on {} on {}.\n\nReproduce with `just bench` (a release build of `chatstore` and `chatstore-bench`, then `target/release/chatstore-bench --out BENCHMARKS.md`; `--only turns,chatkit,growth,sqlite,reads,chats,tags,threads,data,search,memory` for some sections). \
+        "Written by `chatstore-bench` on {} on {}.\n\nReproduce with `just bench` (a release build of `chatstore` and `chatstore-bench`, then `target/release/chatstore-bench --out BENCHMARKS.md`; `--only turns,chatkit,growth,sqlite,reads,chats,tags,threads,data,search,memory` to re-measure some sections, which replaces just those in the existing file; charts are written to `docs/bench/`). \
          Each table is measured in one run, with the things it compares interleaved round by round; \
          the machines are shared and noisy, so read the ratios, not the absolute times.\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
@@ -487,8 +490,8 @@ async fn main() -> anyhow::Result<()> {
             "\n## Turns as the database grows\n\n\
          The same turns at 16 clients, on the same 64 sessions of 100 items of user `bench`, in a database of \
          100,000 items (10 users) and in one of {} ({} users), both of the same shape per user (100 \
-         chats of 100 items), so only the data around the turns' sessions differs: deeper B-trees, a search index \
-         a hundred times larger, far less of it in memory. The default configuration, search indexing included: \
+         chats of 100 items), so only the data around the turns' sessions differs: deeper B-trees, a larger search \
+         index, less of both in memory. The default configuration, search indexing included: \
          the items are loaded in bulk with set-based SQL and the search triggers index them as they would any \
          write; then `VACUUM (ANALYZE)` and `CHECKPOINT`. Two servers, one per database, measured interleaved in \
          one run, each next to the floor (`../shared/bench/pgbench-schema-2rt.sql` loaded with as many \

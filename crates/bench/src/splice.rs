@@ -28,6 +28,11 @@ const KNOWN_HEADINGS: [(&str, &str); 12] = [
     (CHANGES, "## What changed"),
 ];
 
+/// Whether `--only` knows section `key`.
+pub(crate) fn is_section(key: &str) -> bool {
+    key != CHANGES && KNOWN_HEADINGS.iter().any(|(known, _)| *known == key)
+}
+
 /// The line under the header that lists sections measured after the full run.
 const LATER_PREFIX: &str = "Measured on their own since:";
 
@@ -145,6 +150,9 @@ fn later_line(header: &str, keys: &[&str], when: &str) -> String {
     entries.extend(keys.iter().map(|key| ((*key).to_owned(), when.to_owned())));
     let list: Vec<String> =
         entries.iter().map(|(key, date)| format!("`{key}` on {date}")).collect();
+    if list.is_empty() {
+        return header.to_owned();
+    }
     let line = format!("{LATER_PREFIX} {}.", list.join("; "));
     // Right under the "Written by" line, which dates the full run.
     let mut header = String::new();
@@ -235,6 +243,12 @@ mod tests {
         let (_, sections) = split(&spliced);
         let keys: Vec<_> = sections.iter().map(|s| s.key.clone().unwrap_or_default()).collect();
         assert_eq!(keys, ["turns", "growth", "reads", "memory", "changes"]);
+    }
+
+    #[test]
+    fn a_run_that_measured_nothing_changes_nothing() {
+        assert_eq!(splice(EXISTING, &[], "d", "c"), EXISTING);
+        assert!(is_section("growth") && !is_section("changes") && !is_section("grwoth"));
     }
 
     #[test]
