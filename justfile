@@ -41,9 +41,12 @@ lint:
 fmt:
     cargo fmt --all
 
-# Run the benchmarks (release build, real servers, fresh databases) and rewrite BENCHMARKS.md.
-# Needs PostgreSQL and pgbench; the SQLite table also a Python with openai-agents (the
-# clients/python/.venv that scripts/python-tests makes, or CHATSTORE_BENCH_PYTHON).
+# Run the benchmarks (release build, real servers, fresh databases) and rewrite BENCHMARKS.md,
+# with its charts in docs/bench/*.svg. `just bench --only growth,turns` re-measures those
+# sections and replaces just them in the existing file. Needs PostgreSQL and pgbench; the SQLite
+# table also a Python with openai-agents (the clients/python/.venv that scripts/python-tests
+# makes, or CHATSTORE_BENCH_PYTHON). The growth table loads 10 million items (about half an
+# hour on a busy 2-core machine; `--growth-users 100` for 1 million).
 bench *ARGS:
     cargo build --release -p chatstore -p bench
     target/release/chatstore-bench --out BENCHMARKS.md {{ARGS}}

@@ -16,12 +16,14 @@ use chatstore_tests::{Backend, TestApp, TestDatabase};
 use clap::Parser;
 use repositories::sea_orm::{ConnectionTrait, DbBackend, Statement};
 
+mod charts;
 mod chatkit;
 mod data;
 mod growth;
 mod http;
 mod memory;
 mod search;
+mod splice;
 mod sqlite;
 mod turns;
 
@@ -53,6 +55,9 @@ pub(crate) struct Args {
     /// Every user's items in the search table.
     #[arg(long, default_value_t = 5_000_000)]
     search_total: usize,
+    /// Users in the growth table's large database, 10,000 items each.
+    #[arg(long, default_value_t = 1_000)]
+    growth_users: u64,
 }
 
 /// Latencies of one series of requests.
@@ -411,11 +416,14 @@ fn machine() -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(unknown) = args.only.iter().find(|key| !splice::is_section(key)) {
+        anyhow::bail!("--only: there is no section {unknown:?}");
+    }
     let mut report = String::new();
     let _ = writeln!(report, "# Benchmarks\n");
     let _ = writeln!(
         report,
-        "Written by `chatstore-bench` on {} on {}.\n\nReproduce with `just bench` (a release build of `chatstore` and `chatstore-bench`, then `target/release/chatstore-bench --out BENCHMARKS.md`; `--only turns,chatkit,growth,sqlite,reads,chats,tags,threads,data,search,memory` for some sections). \
+        "Written by `chatstore-bench` on {} on {}.\n\nReproduce with `just bench` (a release build of `chatstore` and `chatstore-bench`, then `target/release/chatstore-bench --out BENCHMARKS.md`; `--only turns,chatkit,growth,sqlite,reads,chats,tags,threads,data,search,memory` to re-measure some sections, which replaces just those in the existing file; charts are written to `docs/bench/`). \
          Each table is measured in one run, with the things it compares interleaved round by round; \
          the machines are shared and noisy, so read the ratios, not the absolute times.\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
@@ -423,6 +431,9 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let wanted = |section: &str| args.only.is_empty() || args.only.iter().any(|s| s == section);
+    // Where each section starts in `report`, by the key `--only` knows it by.
+    let mut marks: Vec<(&str, usize)> = Vec::new();
+    charts::set_dir(args.out.parent().unwrap_or(std::path::Path::new("")));
     let binary = turns::server_binary()?;
     let shared = turns::shared_dir();
     let turn_args = turns::TurnArgs {
@@ -431,6 +442,7 @@ async fn main() -> anyhow::Result<()> {
         seconds: args.turn_seconds,
         rounds: args.turn_rounds,
     };
+    marks.push(("turns", report.len()));
     if wanted("turns") {
         let _ = writeln!(
             report,
@@ -451,6 +463,7 @@ async fn main() -> anyhow::Result<()> {
         );
         let _turn_rows = turns::turn_throughput(&turn_args, &mut report).await?;
     }
+    marks.push(("chatkit", report.len()));
     if wanted("chatkit") {
         let _ = writeln!(
             report,
@@ -468,6 +481,7 @@ async fn main() -> anyhow::Result<()> {
         );
         chatkit::chatkit_turns(&turn_args, &mut report).await?;
     }
+    marks.push(("growth", report.len()));
     if wanted("growth") {
         let growth_args = turns::TurnArgs {
             seconds: 2 * args.turn_seconds,
@@ -476,18 +490,27 @@ async fn main() -> anyhow::Result<()> {
         };
         let _ = writeln!(
             report,
-            "\n## Turns as histories grow\n\n\
-         The same turns at 16 clients on sessions of 100, 10,000 and 100,000 items (64 sessions each, all in one \
-         database, so 6.4 million items in the largest set), next to pgbench on the reference schema loaded with \
-         the same histories, both loaded in bulk and then vacuumed and checkpointed. Every history and its \
-         reference alternate {} times, {} s each in all, each round starting with the next history: twice the \
-         other tables' time, because this target compares chatstore's figures with each other, and a hiccup of \
-         the shared machine in one short run moved them by up to 15% between runs. Target: throughput at \
-         100,000 items at least **0.9x** that at 100.\n",
-            growth_args.rounds, growth_args.seconds
+            "\n## Turns as the database grows\n\n\
+         The same turns at 16 clients, on the same 64 sessions of 100 items of user `bench`, in a database of \
+         100,000 items (10 users) and in one of {} ({} users), both of the same shape per user (100 \
+         chats of 100 items), so only the data around the turns' sessions differs: deeper B-trees, a larger search \
+         index, less of both in memory. The default configuration, search indexing included: \
+         the items are loaded in bulk with set-based SQL and the search triggers index them as they would any \
+         write; then `VACUUM (ANALYZE)` and `CHECKPOINT`. Two servers, one per database, measured interleaved in \
+         one run, each next to the floor (`../shared/bench/pgbench-schema-2rt.sql` loaded with as many \
+         conversations of 100 items, `pgbench-turn-2rt.sql` on its first 64). Every size and its floor \
+         alternate {} times, {} s each in all, each round starting with the other size: twice the other tables' \
+         time, because this target compares chatstore's figures with each other, and a hiccup of the shared \
+         machine in one short run moved them by up to 15% between runs. Target: throughput at 10 million items \
+         at least **0.9x** that at 100 thousand.\n",
+            growth::grouped(args.growth_users * 10_000),
+            growth::grouped(args.growth_users),
+            growth_args.rounds,
+            growth_args.seconds
         );
-        growth::history_growth(&growth_args, &mut report).await?;
+        growth::history_growth(&growth_args, args.growth_users, &mut report).await?;
     }
+    marks.push(("sqlite", report.len()));
     if wanted("sqlite") {
         let _ = writeln!(
             report,
@@ -510,6 +533,7 @@ async fn main() -> anyhow::Result<()> {
         );
         sqlite::embedded_turns(&turn_args, &mut report).await?;
     }
+    marks.push(("reads", report.len()));
     if wanted("reads") {
         let _ = writeln!(
             report,
@@ -530,6 +554,7 @@ async fn main() -> anyhow::Result<()> {
          are the key range `position > item_count - 50`: 50 rows through the primary key, whatever the history."
         );
     }
+    marks.push(("chats", report.len()));
     if wanted("chats") {
         let _ = writeln!(
             report,
@@ -552,6 +577,7 @@ async fn main() -> anyhow::Result<()> {
          as an `OFFSET`."
         );
     }
+    marks.push(("tags", report.len()));
     if wanted("tags") {
         let _ = writeln!(
             report,
@@ -573,6 +599,7 @@ async fn main() -> anyhow::Result<()> {
          tag for each chat the page walks past; the cursor's key (and its tags) are looked up inside the page query."
         );
     }
+    marks.push(("threads", report.len()));
     if wanted("threads") {
         let _ = writeln!(
             report,
@@ -595,6 +622,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    marks.push(("data", report.len()));
     if wanted("data") {
         let _ = writeln!(
             report,
@@ -605,6 +633,7 @@ async fn main() -> anyhow::Result<()> {
         );
         data::data_throughput(&binary, &mut report).await?;
     }
+    marks.push(("search", report.len()));
     if wanted("search") {
         let sizes = search::SearchSizes {
             items: args.search_items,
@@ -647,6 +676,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    marks.push(("memory", report.len()));
     if wanted("memory") {
         let _ = writeln!(
             report,
@@ -656,10 +686,45 @@ async fn main() -> anyhow::Result<()> {
         );
         memory::memory(&args, &mut report).await?;
     }
+    marks.push((splice::CHANGES, report.len()));
     let _ = writeln!(report, "\n{CHANGES}");
 
-    std::fs::write(&args.out, &report)
+    let document = document(&report, &marks, &args)?;
+    std::fs::write(&args.out, &document)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     print!("{report}");
     Ok(())
+}
+
+/// The file to write: a full run's report, each section keyed for later partial runs; a
+/// partial run's sections spliced into the existing file, whose other sections, closing part
+/// and header stay (the header then also says what was measured later, and when).
+fn document(report: &str, marks: &[(&str, usize)], args: &Args) -> anyhow::Result<String> {
+    let ends = marks.iter().skip(1).map(|(_, start)| *start).chain([report.len()]);
+    let sections: Vec<splice::Section> = marks
+        .iter()
+        .zip(ends)
+        .filter(|((_, start), end)| start < end)
+        .map(|((key, start), end)| splice::Section {
+            key: Some((*key).to_owned()),
+            text: splice::keyed(key, &report[*start..end]),
+        })
+        .collect();
+    let header = &report[..marks.first().map_or(report.len(), |(_, start)| *start)];
+    if args.only.is_empty() || !args.out.exists() {
+        return Ok(splice::join(header, &sections));
+    }
+    let existing = std::fs::read_to_string(&args.out)
+        .with_context(|| format!("cannot read {}", args.out.display()))?;
+    let measured: Vec<_> = sections
+        .into_iter()
+        .filter(|section| section.key.as_deref() != Some(splice::CHANGES))
+        .collect();
+    let when = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
+    let command = std::env::args()
+        .enumerate()
+        .map(|(index, arg)| if index == 0 { "chatstore-bench".to_owned() } else { arg })
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok(splice::splice(&existing, &measured, &when, &command))
 }

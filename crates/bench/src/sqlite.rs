@@ -111,6 +111,8 @@ async fn measure(
         "| clients | chatstore turns/s | p50 | p99 | chatstore, synchronous=FULL | p50 | p99 | SQLiteSession turns/s | p50 | p99 | ratio | ratio, both FULL |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     let part = Duration::from_secs((args.seconds / u64::from(2 * args.rounds)).max(1));
+    let names = ["chatstore", "chatstore, synchronous=FULL", "SQLiteSession"];
+    let mut chart = crate::charts::empty_bars(&names);
     for clients in [1usize, 16] {
         let mut runs = [Run::default(), Run::default()];
         let mut sdk = PeerRun::default();
@@ -145,7 +147,16 @@ async fn measure(
             normal.per_second() / sdk_tps,
             full.per_second() / sdk_tps,
         );
+        for (bars, tps) in chart.iter_mut().zip([normal.per_second(), full.per_second(), sdk_tps]) {
+            bars.values.push(tps);
+        }
     }
+    let title = "Turns on SQLite: chatstore and the Agents SDK's SQLiteSession";
+    let _ = writeln!(
+        report,
+        "\n{}",
+        crate::charts::turns_by_clients("sqlite", title, &[1, 16], &chart)?
+    );
     for (server, _) in servers {
         server.stop();
     }

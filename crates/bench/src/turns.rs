@@ -118,47 +118,14 @@ pub(crate) struct PgbenchRun {
     pub(crate) latency_ms: f64,
 }
 
-/// A reference workload from `../shared/bench/`: a schema loaded with psql and a turn script
-/// pgbench runs against it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Reference {
-    /// `pgbench-turn-2rt.sql`: one statement reads, one appends. The floor: no store that
-    /// reads before the model answers and writes after can use fewer round trips.
-    Floor,
-    /// `pgbench-turn.sql`: five statements (read; BEGIN; upsert the conversation; insert the
-    /// items; COMMIT), what a store written the usual way sends.
-    FiveStatements,
-}
+/// The floor's schema and turn in `../shared/bench/`: one statement reads, one appends. No
+/// store that reads before the model answers and writes after can use fewer round trips.
+const FLOOR_SCHEMA: &str = "bench/pgbench-schema-2rt.sql";
+const FLOOR_TURN: &str = "bench/pgbench-turn-2rt.sql";
 
-impl Reference {
-    fn schema(self) -> &'static str {
-        match self {
-            Self::Floor => "bench/pgbench-schema-2rt.sql",
-            Self::FiveStatements => "bench/pgbench-schema.sql",
-        }
-    }
-
-    fn script(self) -> &'static str {
-        match self {
-            Self::Floor => "bench/pgbench-turn-2rt.sql",
-            Self::FiveStatements => "bench/pgbench-turn.sql",
-        }
-    }
-
-    /// What settles the loaded schema (see [`SETTLE_OURS`]); the floor's schema file does it
-    /// itself.
-    fn settle(self) -> &'static [&'static str] {
-        match self {
-            Self::Floor => &[],
-            Self::FiveStatements => &SETTLE_FIVE_STATEMENTS,
-        }
-    }
-}
-
-/// `pgbench` running `reference`'s turn script on `database`.
+/// `pgbench` running the floor's turn on `database`.
 pub(crate) fn pgbench(
     shared: &Path,
-    reference: Reference,
     database: &str,
     clients: usize,
     duration: Duration,
@@ -168,7 +135,7 @@ pub(crate) fn pgbench(
         .args(["-c", &clients.to_string(), "-j", &clients.min(2).to_string()])
         .args(["-T", &duration.as_secs().to_string(), "-D", &format!("sessions={SESSIONS}")])
         .arg("-f")
-        .arg(shared.join(reference.script()))
+        .arg(shared.join(FLOOR_TURN))
         .arg(database)
         .output()
         .context("cannot run pgbench (apt-get install postgresql-client)")?;
@@ -188,21 +155,20 @@ pub(crate) fn pgbench(
     Ok(PgbenchRun { tps, latency_ms })
 }
 
-/// Loads `reference`'s schema with `history` items per conversation, with psql as its README
-/// says.
+/// Loads the floor's schema with `sessions` conversations of `history` items, with psql as its
+/// README says (the script vacuums and checkpoints).
 pub(crate) fn load_reference(
     shared: &Path,
-    reference: Reference,
     database: &TestDatabase,
+    sessions: usize,
     history: usize,
 ) -> anyhow::Result<()> {
     let name = database.pg_name().context("a PostgreSQL database")?;
     let status = Command::new("psql")
         .args(["-q", "-h", "127.0.0.1", "-U", "postgres", "-d", name])
-        .args(["-v", &format!("sessions={SESSIONS}"), "-v", &format!("history={history}")])
+        .args(["-v", &format!("sessions={sessions}"), "-v", &format!("history={history}")])
         .arg("-f")
-        .arg(shared.join(reference.schema()))
-        .args(reference.settle().iter().flat_map(|statement| ["-c", *statement]))
+        .arg(shared.join(FLOOR_SCHEMA))
         .stderr(std::process::Stdio::null())
         .status()
         .context("cannot run psql")?;
@@ -261,8 +227,6 @@ pub(crate) async fn index_for_search(db: &Db) -> anyhow::Result<()> {
 /// Separate statements: VACUUM may not share a query string with another.
 const SETTLE_OURS: [&str; 2] =
     ["VACUUM (ANALYZE) chats, conversation_items, search_entries", "CHECKPOINT"];
-/// [`SETTLE_OURS`] for the five-statement reference schema.
-const SETTLE_FIVE_STATEMENTS: [&str; 2] = ["VACUUM (ANALYZE) ref_chats, ref_items", "CHECKPOINT"];
 
 /// A `chatstore serve` on `url`, with the pool the PostgreSQL tables use.
 pub(crate) fn serve(binary: &Path, url: &str) -> ServerProcess {
@@ -329,12 +293,10 @@ pub(crate) const TURN_CLIENTS: [usize; 3] = [1, 16, 64];
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TurnRow {
     pub(crate) history: usize,
-    pub(crate) clients: usize,
     pub(crate) ours_tps: f64,
     pub(crate) ours_p50: Duration,
     pub(crate) ours_p99: Duration,
     pub(crate) floor_tps: f64,
-    pub(crate) floor_latency_ms: f64,
 }
 
 /// Turn throughput at 1, 16 and 64 clients on sessions of 100 and 100,000 items, chatstore
@@ -377,7 +339,7 @@ async fn measure(
     for (history, floor) in TURN_HISTORIES.into_iter().zip(floors) {
         eprintln!("turns: loading {SESSIONS} sessions of {history} items, and the floor's");
         load_sessions_sql(&db, &history_prefix(history), history).await?;
-        load_reference(args.shared, Reference::Floor, floor, history)?;
+        load_reference(args.shared, floor, SESSIONS, history)?;
     }
     db.close().await;
     let server = serve(args.binary, &ours.url);
@@ -406,18 +368,16 @@ async fn measure(
                     requests += part_run.turns * 2;
                 }
                 run.absorb(part_run);
-                let floor_run = pgbench(args.shared, Reference::Floor, floor_name, clients, part)?;
+                let floor_run = pgbench(args.shared, floor_name, clients, part)?;
                 floor_tps += floor_run.tps / f64::from(args.rounds);
                 floor_latency_ms += floor_run.latency_ms / f64::from(args.rounds);
             }
             let row = TurnRow {
                 history,
-                clients,
                 ours_tps: run.per_second(),
                 ours_p50: run.latencies.percentile(0.5),
                 ours_p99: run.latencies.percentile(0.99),
                 floor_tps,
-                floor_latency_ms,
             };
             let _ = writeln!(
                 report,
@@ -432,6 +392,23 @@ async fn measure(
     }
     // Clock ticks are 1/100 s on Linux.
     let cpu_per_request = cpu_ticks as f64 * 10_000.0 / requests.max(1) as f64;
+    let mut chart = Vec::new();
+    for history in TURN_HISTORIES {
+        let at = |value: fn(&TurnRow) -> f64| -> Vec<f64> {
+            rows.iter().filter(|row| row.history == history).map(value).collect()
+        };
+        chart.push(crate::charts::Bars {
+            name: format!("chatstore, {history} items"),
+            values: at(|row| row.ours_tps),
+        });
+        chart.push(crate::charts::Bars {
+            name: format!("floor, {history} items"),
+            values: at(|row| row.floor_tps),
+        });
+    }
+    let title = "Turns on PostgreSQL: chatstore and the two-round-trip floor";
+    let image = crate::charts::turns_by_clients("turns", title, &TURN_CLIENTS, &chart)?;
+    let _ = writeln!(report, "\n{image}");
     let peak_mb = footprint(server.pid()).map_or(f64::NAN, |(kb, _)| kb as f64 / 1024.0);
     let _ = writeln!(
         report,
