@@ -43,7 +43,10 @@ fmt:
 
 # Run the benchmarks (release build, real servers, fresh databases) and rewrite BENCHMARKS.md.
 # Needs PostgreSQL and pgbench; the SQLite table also a Python with openai-agents (the
-# clients/python/.venv that scripts/python-tests makes, or CHATSTORE_BENCH_PYTHON).
+# clients/python/.venv that scripts/python-tests makes, or CHATSTORE_BENCH_PYTHON); the ChatKit
+# table a Python with crates/bench/peers/requirements.txt (`python3 -m venv crates/bench/peers/.venv
+# && crates/bench/peers/.venv/bin/pip install -r crates/bench/peers/requirements.txt`, or
+# CHATSTORE_BENCH_CHATKIT_PYTHON).
 bench *ARGS:
     cargo build --release -p chatstore -p bench
     target/release/chatstore-bench --out BENCHMARKS.md {{ARGS}}
