@@ -426,7 +426,6 @@ async fn measure(
             chatstore_cpu_behind_python: share(behind_ticks),
         });
     }
-    drop(note);
     drop((psycopg, chatstore_store));
     server.stop();
     server_behind.stop();
