@@ -45,8 +45,11 @@ fmt:
 # with its charts in docs/bench/*.svg. `just bench --only growth,turns` re-measures those
 # sections and replaces just them in the existing file. Needs PostgreSQL and pgbench; the SQLite
 # table also a Python with openai-agents (the clients/python/.venv that scripts/python-tests
-# makes, or CHATSTORE_BENCH_PYTHON). The growth table loads 10 million items (about half an
-# hour on a busy 2-core machine; `--growth-users 100` for 1 million).
+# makes, or CHATSTORE_BENCH_PYTHON); the ChatKit table a Python with
+# crates/bench/peers/requirements.txt (`python3 -m venv crates/bench/peers/.venv &&
+# crates/bench/peers/.venv/bin/pip install -r crates/bench/peers/requirements.txt`, or
+# CHATSTORE_BENCH_CHATKIT_PYTHON). The growth table loads 10 million items (about half an hour
+# on a busy 2-core machine; `--growth-users 100` for 1 million).
 bench *ARGS:
     cargo build --release -p chatstore -p bench
     target/release/chatstore-bench --out BENCHMARKS.md {{ARGS}}

@@ -465,20 +465,6 @@ async fn main() -> anyhow::Result<()> {
     }
     marks.push(("chatkit", report.len()));
     if wanted("chatkit") {
-        let _ = writeln!(
-            report,
-            "\n## ChatKit turns on PostgreSQL\n\n\
-         A ChatKit turn is `POST /chatkit` `threads.add_user_message` with the default echo responder, its \
-         Server-Sent Events answer read to the end, on one kept-alive connection per client, each client in a \
-         thread of its own (made with `threads.create`), against a `chatstore serve` process with a pool of {} \
-         connections. Each client count runs {} times, {} s in all. Streamed answers are many small writes: \
-         without `TCP_NODELAY` on accepted connections every answer after a connection's first waited about \
-         40 ms for the client's delayed ACK (23 turns/s at 1 client, p50 44 ms), which is what this table \
-         watches for.\n",
-            turns::SERVER_POOL,
-            args.turn_rounds,
-            args.turn_seconds
-        );
         chatkit::chatkit_turns(&turn_args, &mut report).await?;
     }
     marks.push(("growth", report.len()));

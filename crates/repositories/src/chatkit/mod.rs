@@ -29,6 +29,7 @@ mod objects;
 mod queries;
 mod steps;
 mod stored;
+mod turn_path;
 
 use async_trait::async_trait;
 

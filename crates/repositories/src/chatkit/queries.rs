@@ -206,6 +206,9 @@ impl DbStore {
     ) -> RepoResult<Saved<StoredItem>> {
         check_ids(&[("thread id", thread_id), ("user id", user)])?;
         let stored = StoredItem::parse(thread_id, item)?;
+        if let Some(created) = self.upsert_item_on_held(&stored, user).await {
+            return Ok(Saved { stored, created: created? });
+        }
         let _writer = self.db.write_guard().await;
         let txn = self.db.connection().begin().await?;
         lock_thread(&txn, user, thread_id, Lock::Shared).await?;
@@ -335,6 +338,9 @@ pub(super) async fn put_attachment(
 impl Store for DbStore {
     async fn load_thread(&self, thread_id: &str, user: &str) -> RepoResult<StoredThread> {
         check_ids(&[("thread id", thread_id), ("user id", user)])?;
+        if let Some(thread) = self.load_thread_on_held(thread_id, user).await {
+            return thread;
+        }
         chatkit_thread::Entity::find_by_id((user.to_owned(), thread_id.to_owned()))
             .one(self.db.connection())
             .await?

@@ -35,6 +35,12 @@ impl DbStore {
             .iter()
             .map(|attachment| StoredAttachment::parse(attachment))
             .collect::<RepoResult<Vec<_>>>()?;
+        // Without attachments it is an item upsert, which has a one-statement form.
+        if attachments.is_empty()
+            && let Some(created) = self.upsert_item_on_held(&stored, user).await
+        {
+            return Ok(Saved { stored, created: created? });
+        }
         let _writer = self.db().write_guard().await;
         let txn = self.db().connection().begin().await?;
         lock_thread(&txn, user, thread_id, Lock::Shared).await?;
