@@ -199,10 +199,9 @@ fn append_in_transaction(
             return Ok(earlier);
         }
     }
-    let before_first: i64 = txn.prepare_cached(SQLITE_TOUCH_CHAT_SQL)?.query_row(
-        params![batch.user, batch.session, batch.added, now],
-        |row| row.get(0),
-    )?;
+    let before_first: i64 = txn
+        .prepare_cached(SQLITE_TOUCH_CHAT_SQL)?
+        .query_row(params![batch.user, batch.session, batch.added, now], |row| row.get(0))?;
     {
         let mut insert = txn.prepare_cached(SQLITE_INSERT_ITEM_SQL)?;
         for (position, item) in (before_first + 1..).zip(batch.items) {
