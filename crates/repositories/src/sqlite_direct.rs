@@ -95,7 +95,7 @@ impl DirectConnections {
         let idle = self.lock().connections.pop();
         let mut connection = match idle {
             Some(connection) => connection,
-            None => self.open().map_err(direct_error)?,
+            None => self.open().map_err(|err| direct_error(&err))?,
         };
         let outcome = call(&mut connection);
         if connection.is_autocommit() {
@@ -104,7 +104,7 @@ impl DirectConnections {
                 stock.connections.push(connection);
             }
         }
-        outcome.map_err(direct_error)
+        outcome.map_err(|err| direct_error(&err))
     }
 
     /// Closes every idle connection, and from now on each one in use when its call ends.
@@ -150,7 +150,7 @@ impl DirectConnections {
 /// A rusqlite error as the same failure from sqlx would be reported: SQLite's "busy",
 /// "locked" and "full" (and a file that cannot be opened) mean "retry later" (503), anything
 /// else is a database error (500).
-fn direct_error(err: rusqlite::Error) -> RepoError {
+fn direct_error(err: &rusqlite::Error) -> RepoError {
     let transient = matches!(
         err.sqlite_error_code(),
         Some(
@@ -198,9 +198,9 @@ mod tests {
         let failure = |code| {
             rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), Some("x".into()))
         };
-        assert!(matches!(direct_error(failure(5)), RepoError::Unavailable(_)));
-        assert!(matches!(direct_error(failure(517)), RepoError::Unavailable(_)));
-        assert!(matches!(direct_error(failure(13)), RepoError::Unavailable(_)));
-        assert!(matches!(direct_error(failure(19)), RepoError::Db(_)));
+        assert!(matches!(direct_error(&failure(5)), RepoError::Unavailable(_)));
+        assert!(matches!(direct_error(&failure(517)), RepoError::Unavailable(_)));
+        assert!(matches!(direct_error(&failure(13)), RepoError::Unavailable(_)));
+        assert!(matches!(direct_error(&failure(19)), RepoError::Db(_)));
     }
 }
