@@ -25,7 +25,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
-use sea_orm::sqlx::ConnectOptions as _;
 use sea_orm::sqlx::sqlite::SqliteConnectOptions;
 use sea_orm::{DbErr, RuntimeErr};
 
@@ -68,14 +67,20 @@ impl DirectConnections {
         synchronous: SqliteSync,
         busy_timeout: Duration,
     ) -> Option<Self> {
+        // sqlx's reading of the URL gives the file name; the options are read here again,
+        // as sqlx reads them, because sqlx keeps them to itself (and cannot write an
+        // in-memory database's URL back out).
         let options = SqliteConnectOptions::from_str(url).ok()?;
-        // sqlx's own reading of the URL, written back out with every setting spelt.
-        let normalised = options.to_url_lossy();
+        let (database, query) = url.split_once('?').unwrap_or((url, ""));
+        let database = database.trim_start_matches("sqlite:").trim_start_matches("//");
+        if database == ":memory:" {
+            return None;
+        }
         let mut read_only = false;
-        for (key, value) in normalised.query_pairs() {
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
             match (&*key, &*value) {
                 ("mode", "ro") => read_only = true,
-                ("mode", "rw" | "rwc") | ("cache", "private") => {}
+                ("mode", "rw" | "rwc") | ("cache", "private") | ("immutable", "false") => {}
                 _ => return None,
             }
         }
@@ -184,6 +189,8 @@ mod tests {
         assert!(stock_for("sqlite:chat.db?mode=ro").expect("a read-only file").open.read_only);
         for shared_differently in [
             "sqlite::memory:",
+            "sqlite://:memory:",
+            "sqlite://?mode=memory",
             "sqlite://chat.db?mode=memory",
             "sqlite://chat.db?immutable=true",
             "sqlite://chat.db?cache=shared",
