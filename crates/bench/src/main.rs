@@ -387,10 +387,14 @@ was not the limit: the server's CPU was, about 160 µs per request, a third of i
   bits: 100,000-item sessions came out at 0.79x to 0.93x of 100-item ones, yet the same turns without the \
   interleaved pgbench runs gave 0.99x, and pgbench running chatstore's own statements was fastest at \
   100,000. Every load now ends with `VACUUM (ANALYZE)` and `CHECKPOINT`, for both sides, and the growth \
-  rounds rotate which history goes first.\n\n\
-Not done yet: on SQLite, one client's turn is bounded by thread hand-offs (the HTTP connection's task, \
-sqlx's SQLite thread and back, twice a turn), not by SQLite; only a driver that runs SQLite on the \
-request's own thread would remove them.";
+  rounds rotate which history goes first.\n\
+- **SQLite on the request's own thread.** Even as one script, each SQLite statement was a hand-off to \
+  sqlx's thread for the connection and a wake-up back, twice a turn; on one client those bounded the turn, \
+  not SQLite. On a SQLite file the latest-items read and the append now run synchronously on a small stock \
+  of rusqlite connections (the same SQLite library, the pool's pragmas): the append takes the process's \
+  writer lock first, so `BEGIN IMMEDIATE` waits only for another process, and each call is one short \
+  synchronous step that a cancelled request cannot cut in half. A connection left inside a transaction is \
+  closed, not reused.";
 
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")

@@ -10,11 +10,68 @@ use anyhow::{Context, bail};
 use chatstore_tests::{Backend, ServerProcess, TestDatabase};
 use serde::Deserialize;
 
-use crate::micros;
 use crate::turns::{Run, SESSIONS, TurnArgs, bench_token, drive, load_sessions};
 
 const HISTORY: usize = 100;
 const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/sqlite_session_turns.py");
+
+/// Throughput and latency of one side of a row, in turns per second and microseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct TurnFigures {
+    pub(crate) per_second: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+}
+
+impl TurnFigures {
+    fn of(run: &Run) -> Self {
+        let micros = |quantile| run.latencies.percentile(quantile).as_secs_f64() * 1e6;
+        Self { per_second: run.per_second(), p50_us: micros(0.5), p99_us: micros(0.99) }
+    }
+}
+
+/// One row of the embedded table: chatstore at each durability and the SDK, measured
+/// interleaved at `clients` clients. Kept apart from its text so a chart can be drawn from it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct EmbeddedRow {
+    pub(crate) clients: usize,
+    /// `database.sqlite_synchronous = "normal"`, the default.
+    pub(crate) normal: TurnFigures,
+    /// `database.sqlite_synchronous = "full"`, the SDK's durability.
+    pub(crate) full: TurnFigures,
+    pub(crate) sdk: TurnFigures,
+}
+
+impl EmbeddedRow {
+    /// chatstore's turns per SDK turn, at the default durability.
+    pub(crate) fn ratio(&self) -> f64 {
+        self.normal.per_second / self.sdk.per_second
+    }
+
+    /// chatstore's turns per SDK turn, both syncing at every commit.
+    pub(crate) fn ratio_both_full(&self) -> f64 {
+        self.full.per_second / self.sdk.per_second
+    }
+
+    fn write(&self, report: &mut String) {
+        let cell = |figures: &TurnFigures| {
+            format!(
+                "{:.0} | {:.0} µs | {:.0} µs",
+                figures.per_second, figures.p50_us, figures.p99_us
+            )
+        };
+        let _ = writeln!(
+            report,
+            "| {} | {} | {} | {} | **{:.2}x** | {:.2}x |",
+            self.clients,
+            cell(&self.normal),
+            cell(&self.full),
+            cell(&self.sdk),
+            self.ratio(),
+            self.ratio_both_full(),
+        );
+    }
+}
 
 /// What the Python peer printed for one run.
 #[derive(Debug, Default, Deserialize)]
@@ -51,15 +108,18 @@ fn peer(python: &Path, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// The table, or a line saying why it could not be measured.
-pub(crate) async fn embedded_turns(args: &TurnArgs<'_>, report: &mut String) -> anyhow::Result<()> {
+/// The table, or a line saying why it could not be measured (then no rows).
+pub(crate) async fn embedded_turns(
+    args: &TurnArgs<'_>,
+    report: &mut String,
+) -> anyhow::Result<Vec<EmbeddedRow>> {
     let Some(python) = python() else {
         let message = "not measured: no Python with the Agents SDK was found. Install it with \
                        `pip install openai-agents` (or run scripts/python-tests, which makes \
                        clients/python/.venv), or set CHATSTORE_BENCH_PYTHON to such a python.";
         eprintln!("embedded SQLite table {message}");
         let _ = writeln!(report, "_{message}_");
-        return Ok(());
+        return Ok(Vec::new());
     };
     let ours = TestDatabase::create(Backend::Sqlite).await.context("a SQLite file")?;
     let ours_full = TestDatabase::create(Backend::Sqlite).await.context("a SQLite file")?;
@@ -83,7 +143,7 @@ async fn measure(
     ours: [&TestDatabase; 2],
     sdk_file: &Path,
     report: &mut String,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<EmbeddedRow>> {
     let sdk_file = sdk_file.to_str().context("a UTF-8 temporary path")?;
     peer(python, &["load", sdk_file, &SESSIONS.to_string(), &HISTORY.to_string()])?;
     let mut servers = Vec::new();
@@ -113,6 +173,7 @@ async fn measure(
     let part = Duration::from_secs((args.seconds / u64::from(2 * args.rounds)).max(1));
     let names = ["chatstore", "chatstore, synchronous=FULL", "SQLiteSession"];
     let mut chart = crate::charts::empty_bars(&names);
+    let mut rows = Vec::new();
     for clients in [1usize, 16] {
         let mut runs = [Run::default(), Run::default()];
         let mut sdk = PeerRun::default();
@@ -133,23 +194,24 @@ async fn measure(
             sdk_p50 += sdk_run.p50_us / f64::from(args.rounds);
             sdk_p99 += sdk_run.p99_us / f64::from(args.rounds);
         }
-        let sdk_tps = sdk.turns as f64 / sdk.elapsed;
         let [normal, full] = &runs;
-        let _ = writeln!(
-            report,
-            "| {clients} | {:.0} | {} | {} | {:.0} | {} | {} | {sdk_tps:.0} | {sdk_p50:.0} µs | {sdk_p99:.0} µs | **{:.2}x** | {:.2}x |",
-            normal.per_second(),
-            micros(normal.latencies.percentile(0.5)),
-            micros(normal.latencies.percentile(0.99)),
-            full.per_second(),
-            micros(full.latencies.percentile(0.5)),
-            micros(full.latencies.percentile(0.99)),
-            normal.per_second() / sdk_tps,
-            full.per_second() / sdk_tps,
-        );
-        for (bars, tps) in chart.iter_mut().zip([normal.per_second(), full.per_second(), sdk_tps]) {
+        let row = EmbeddedRow {
+            clients,
+            normal: TurnFigures::of(normal),
+            full: TurnFigures::of(full),
+            sdk: TurnFigures {
+                per_second: sdk.turns as f64 / sdk.elapsed,
+                p50_us: sdk_p50,
+                p99_us: sdk_p99,
+            },
+        };
+        row.write(report);
+        for (bars, tps) in
+            chart.iter_mut().zip([row.normal.per_second, row.full.per_second, row.sdk.per_second])
+        {
             bars.values.push(tps);
         }
+        rows.push(row);
     }
     let title = "Turns on SQLite: chatstore and the Agents SDK's SQLiteSession";
     let _ = writeln!(
@@ -160,5 +222,5 @@ async fn measure(
     for (server, _) in servers {
         server.stop();
     }
-    Ok(())
+    Ok(rows)
 }

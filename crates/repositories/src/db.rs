@@ -14,6 +14,7 @@ use tokio::sync::Mutex;
 
 use crate::error::is_tls_failure;
 use crate::held::{HeldConnections, IDLE_CHECK};
+use crate::sqlite_direct::DirectConnections;
 use crate::{RepoError, RepoResult};
 
 /// The advisory lock key migrations run under (any constant unique to chatstore).
@@ -142,6 +143,9 @@ pub struct Db {
     sqlite_writer: Option<Arc<Mutex<()>>>,
     /// Connections the hot-path statements keep between uses (see `held`).
     held: Arc<Held>,
+    /// On a SQLite file, the connections the session read and append run on in the request's
+    /// own thread (see `sqlite_direct`); `None` on PostgreSQL and in-memory SQLite.
+    sqlite_direct: Option<Arc<DirectConnections>>,
 }
 
 /// The stock of held connections, of whichever database this is.
@@ -203,7 +207,17 @@ impl Db {
                 max_lifetime,
             )),
         });
-        Ok(Self { conn, backend, sqlite_writer, held })
+        let sqlite_direct = (backend == Backend::Sqlite)
+            .then(|| {
+                DirectConnections::for_url(
+                    settings.url.expose_secret(),
+                    settings.sqlite_synchronous,
+                    Duration::from_millis(settings.sqlite_busy_timeout_ms),
+                )
+            })
+            .flatten()
+            .map(Arc::new);
+        Ok(Self { conn, backend, sqlite_writer, held, sqlite_direct })
     }
 
     /// Applies every pending migration. On PostgreSQL, instances starting together take
@@ -268,6 +282,9 @@ impl Db {
             Held::Postgres(held) => held.release_all(),
             Held::Sqlite(held) => held.release_all(),
         }
+        if let Some(direct) = &self.sqlite_direct {
+            direct.close();
+        }
         if let Err(err) = self.conn.close_by_ref().await {
             tracing::warn!(error = %err, "closing the database pool failed");
         }
@@ -276,6 +293,11 @@ impl Db {
     /// The stock of connections the hot-path statements keep (see `held`).
     pub(crate) fn held(&self) -> &Held {
         &self.held
+    }
+
+    /// The direct SQLite connections, on a SQLite file (see `sqlite_direct`).
+    pub(crate) fn sqlite_direct(&self) -> Option<&DirectConnections> {
+        self.sqlite_direct.as_deref()
     }
 
     /// Serialises SQLite writers (see `sqlite_writer`); a no-op on PostgreSQL.

@@ -21,6 +21,7 @@ mod retention;
 mod search;
 mod search_index;
 mod sessions;
+mod sqlite_direct;
 
 pub use attachment_contents::{AttachmentContents, Content};
 pub use chat_fields::{MAX_METADATA_BYTES, MAX_TAG_CHARS, MAX_TAGS, Metadata, Tags};

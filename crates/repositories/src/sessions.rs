@@ -7,7 +7,7 @@
 //! costs N rows however long the history is. On SQLite the process-wide writer lock of [`Db`]
 //! stands in for the row lock.
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use entity::{chat, conversation_item, session_idempotency_key};
 use sea_orm::sea_query::{Condition, Expr, InsertStatement, Query};
 use sea_orm::sqlx::{self, PgConnection, Postgres, Sqlite, SqliteConnection};
@@ -21,6 +21,7 @@ use crate::chat_fields::{Metadata, Tags};
 use crate::db::Held;
 use crate::db::sqlx_error;
 use crate::held::HeldConnections;
+use crate::sqlite_direct::DirectConnections;
 use crate::{Db, RepoError, RepoResult};
 
 /// Rows per INSERT statement: well under PostgreSQL's 65,535 and SQLite's 32,766 bind
@@ -85,6 +86,36 @@ SELECT $1, $2,
 FROM json_each($5) AS item;
 COMMIT";
 
+/// Creates or touches the chat of a batch on SQLite, on a direct connection (see
+/// `sqlite_direct`), inside the transaction that appends the batch: bumps `item_count` by the
+/// batch size (`?3`) and answers the position just before the batch. `?1` user, `?2` chat,
+/// `?4` now. The caller holds the process's writer lock and `BEGIN IMMEDIATE` the file's, as
+/// for [`SQLITE_APPEND_SQL`].
+const SQLITE_TOUCH_CHAT_SQL: &str = "\
+INSERT INTO chats AS c (user_id, chat_id, title, is_active, item_count, created_at, updated_at)
+VALUES (?1, ?2, NULL, TRUE, ?3, ?4, ?4)
+ON CONFLICT (user_id, chat_id)
+DO UPDATE SET updated_at = excluded.updated_at, item_count = c.item_count + excluded.item_count,
+              revision = c.revision + 1
+RETURNING position_base + item_count - ?3";
+
+/// One item of a batch, at `?3`; run once per item with the statement prepared once, which
+/// on a direct connection costs less than encoding the batch for `json_each`.
+const SQLITE_INSERT_ITEM_SQL: &str = "\
+INSERT INTO conversation_items (user_id, chat_id, position, data, created_at)
+VALUES (?1, ?2, ?3, ?4, ?5)";
+
+/// What an idempotency key (`?3`) recorded when its first batch was appended.
+const SQLITE_EARLIER_KEY_SQL: &str = "\
+SELECT added, request_hash FROM session_idempotency_keys
+WHERE user_id = ?1 AND chat_id = ?2 AND idempotency_key = ?3";
+
+/// Records an idempotency key with its batch's digest and size, after the chat it refers to.
+const SQLITE_RECORD_KEY_SQL: &str = "\
+INSERT INTO session_idempotency_keys
+    (user_id, chat_id, idempotency_key, request_hash, added, created_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
 /// One batch of [`Sessions::add_items`], with what was worked out from it.
 struct Batch<'a> {
     user: &'a str,
@@ -144,6 +175,52 @@ ON CONFLICT (user_id, chat_id, idempotency_key) DO NOTHING;
 SELECT changes(), added, request_hash FROM session_idempotency_keys
 WHERE user_id = $1 AND chat_id = $2 AND idempotency_key = $6;
 COMMIT";
+
+/// Appends `batch` in one `BEGIN IMMEDIATE` transaction on a direct SQLite connection (see
+/// [`Sessions::add_items`]), with `now` as SQLite stores it. Answers what an earlier request
+/// recorded for the idempotency key, when the key was taken; then nothing is written.
+fn append_in_transaction(
+    connection: &mut rusqlite::Connection,
+    batch: &Batch<'_>,
+    now: &str,
+    idempotency: Option<&IdempotencyKey>,
+) -> rusqlite::Result<Option<(i64, String)>> {
+    use rusqlite::{OptionalExtension as _, params};
+    let txn = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    if let Some(key) = idempotency {
+        let earlier = txn
+            .prepare_cached(SQLITE_EARLIER_KEY_SQL)?
+            .query_row(params![batch.user, batch.session, key.key], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()?;
+        if earlier.is_some() {
+            // Dropping the transaction rolls it back; it wrote nothing.
+            return Ok(earlier);
+        }
+    }
+    let before_first: i64 = txn
+        .prepare_cached(SQLITE_TOUCH_CHAT_SQL)?
+        .query_row(params![batch.user, batch.session, batch.added, now], |row| row.get(0))?;
+    {
+        let mut insert = txn.prepare_cached(SQLITE_INSERT_ITEM_SQL)?;
+        for (position, item) in (before_first + 1..).zip(batch.items) {
+            insert.execute(params![batch.user, batch.session, position, item, now])?;
+        }
+    }
+    if let Some(key) = idempotency {
+        txn.prepare_cached(SQLITE_RECORD_KEY_SQL)?.execute(params![
+            batch.user,
+            batch.session,
+            key.key,
+            key.request_hash,
+            batch.added,
+            now
+        ])?;
+    }
+    txn.commit()?;
+    Ok(None)
+}
 
 /// An `Idempotency-Key` and a digest of the batch it came with.
 #[derive(Debug, Clone)]
@@ -439,6 +516,14 @@ impl Sessions<'_> {
             return Ok(Vec::new());
         }
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        if let Some(direct) = self.db.sqlite_direct() {
+            return direct.run(|connection| {
+                connection
+                    .prepare_cached(LATEST_ITEMS_SQL)?
+                    .query_map(rusqlite::params![user, session, limit], |row| row.get(0))?
+                    .collect()
+            });
+        }
         on_held!(self.db, |connection| {
             sqlx::query_scalar(LATEST_ITEMS_SQL)
                 .bind(user)
@@ -463,6 +548,14 @@ impl Sessions<'_> {
             return Ok(String::new());
         }
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        if let Some(direct) = self.db.sqlite_direct() {
+            let joined: Option<String> = direct.run(|connection| {
+                connection
+                    .prepare_cached(LATEST_ITEMS_JOINED_SQLITE_SQL)?
+                    .query_row(rusqlite::params![user, session, limit], |row| row.get(0))
+            })?;
+            return Ok(joined.unwrap_or_default());
+        }
         let sql = latest_items_joined_sql(self.db.db_backend());
         let joined: Option<String> = on_held!(self.db, |connection| {
             sqlx::query_scalar(sql).bind(user).bind(session).bind(limit).fetch_one(connection).await
@@ -564,6 +657,9 @@ impl Sessions<'_> {
         let added = i64::try_from(items.len())
             .map_err(|_| RepoError::Invalid("too many items in one batch".into()))?;
         let batch = Batch { user, session, items, added, now: now() };
+        if let Some(direct) = self.db.sqlite_direct() {
+            return self.append_directly(direct, &batch, idempotency).await;
+        }
         match self.db.held() {
             Held::Postgres(held) => self.append_on_postgres(held, &batch, idempotency).await,
             Held::Sqlite(held) => self.append_on_sqlite(held, &batch, idempotency).await,
@@ -613,8 +709,32 @@ impl Sessions<'_> {
         answer_repeat(key, earlier.added, &earlier.request_hash)
     }
 
-    /// [`Self::add_items`] on SQLite: one script, so one hand-off to the connection's thread,
-    /// under the process's writer lock (see [`SQLITE_APPEND_SQL`]).
+    /// [`Self::add_items`] on a SQLite file: one synchronous call on the request's thread (see
+    /// `sqlite_direct`), under the process's writer lock. A repeated idempotency key is found
+    /// first and the transaction ends without writing; otherwise the chat, the items and then
+    /// the key (which refers to the chat) are written and committed together.
+    async fn append_directly(
+        &self,
+        direct: &DirectConnections,
+        batch: &Batch<'_>,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> RepoResult<u64> {
+        // As sqlx writes a time to SQLite, so both kinds of connection store the same text.
+        let now = batch.now.to_rfc3339_opts(SecondsFormat::AutoSi, false);
+        let _writer = self.db.write_guard().await;
+        let earlier =
+            direct.run(|connection| append_in_transaction(connection, batch, &now, idempotency))?;
+        match (idempotency, earlier) {
+            (Some(key), Some((earlier_added, earlier_hash))) => {
+                answer_repeat(key, earlier_added, &earlier_hash)
+            }
+            _ => Ok(u64::try_from(batch.added).unwrap_or(0)),
+        }
+    }
+
+    /// [`Self::add_items`] on an in-memory SQLite database, which only the pool's connections
+    /// share: one script, so one hand-off to the connection's thread, under the process's
+    /// writer lock (see [`SQLITE_APPEND_SQL`]).
     async fn append_on_sqlite(
         &self,
         held: &HeldConnections<Sqlite>,

@@ -505,7 +505,8 @@ async fn concurrent_appends_are_each_indexed_once(backend: Backend) {
                 for n in 0..10 {
                     let text = format!("panda writer{writer} n{n}");
                     let session = format!("s{}", writer % 2);
-                    append(app, "alice", &session, json!([{"role": "user", "content": text}])).await;
+                    append(app, "alice", &session, json!([{"role": "user", "content": text}]))
+                        .await;
                 }
             }
         });

@@ -463,7 +463,117 @@ async fn a_failed_append_leaves_nothing_behind_and_later_ones_work(backend: Back
     .await;
 }
 
+/// Appends abandoned at any point (a client that hung up) leave only whole batches, numbered
+/// without a gap, and no connection stuck inside a transaction: later appends all commit.
+async fn abandoned_appends_leave_whole_contiguous_batches(backend: Backend) {
+    with_app(backend, async |app| {
+        const BATCHES: usize = 48;
+        const SIZE: usize = 4;
+        let batch_texts: Vec<Vec<String>> = (0..BATCHES)
+            .map(|batch| (0..SIZE).map(|i| json!({"batch": batch, "i": i}).to_string()).collect())
+            .collect();
+        let mut tasks = Vec::new();
+        for (batch, texts) in batch_texts.iter().enumerate() {
+            let db = app.db.clone();
+            let texts = texts.clone();
+            let task = tokio::spawn(async move {
+                let items: Vec<&str> = texts.iter().map(String::as_str).collect();
+                let key = (batch % 3 == 0).then(|| repositories::IdempotencyKey {
+                    key: format!("k{batch}"),
+                    request_hash: format!("h{batch}"),
+                });
+                db.sessions().add_items("alice", "cut", &items, key.as_ref()).await
+            });
+            // Every other append is abandoned, some before they start, some while they wait
+            // for the writer or run.
+            if batch % 2 == 1 {
+                for _ in 0..batch % 5 {
+                    tokio::task::yield_now().await;
+                }
+                task.abort();
+            }
+            tasks.push(task);
+        }
+        let mut completed = 0;
+        for task in tasks {
+            match within(Duration::from_secs(60), task).await {
+                Ok(added) => {
+                    assert_eq!(added.unwrap(), SIZE as u64);
+                    completed += 1;
+                }
+                Err(join) => assert!(join.is_cancelled(), "{join}"),
+            }
+        }
+        assert!(completed >= BATCHES / 2, "every append not abandoned completes");
+
+        let stored = app.db.sessions().items_after("alice", "cut", 0, 10_000).await.unwrap();
+        let positions: Vec<i64> = stored.iter().map(|(position, _)| *position).collect();
+        let expected: Vec<i64> = (1..=stored.len() as i64).collect();
+        assert_eq!(positions, expected, "positions run 1..=count without a gap");
+        assert_eq!(stored.len() % SIZE, 0, "only whole batches: {} items", stored.len());
+        let mut seen = HashSet::new();
+        for batch in stored.chunks(SIZE) {
+            let first: Value = serde_json::from_str(&batch[0].1).unwrap();
+            let id = first["batch"].as_u64().unwrap() as usize;
+            assert!(seen.insert(id), "batch {id} stored twice");
+            let texts: Vec<&str> = batch.iter().map(|(_, text)| text.as_str()).collect();
+            assert_eq!(texts, batch_texts[id], "batch {id} is whole and in order");
+        }
+        let count = app.chat_row("alice", "cut").await.map_or(0, |chat| chat.item_count);
+        assert_eq!(count, stored.len() as i64);
+
+        // Nothing was left holding a transaction: appends from many tasks at once all commit.
+        let mut tasks = Vec::new();
+        for n in 0..16 {
+            let db = app.db.clone();
+            tasks.push(tokio::spawn(async move {
+                let item = json!({"after": n}).to_string();
+                db.sessions().add_items("alice", "cut", &[&item], None).await
+            }));
+        }
+        for task in tasks {
+            assert_eq!(within(Duration::from_secs(60), task).await.unwrap().unwrap(), 1);
+        }
+        let latest = app.db.sessions().latest_items("alice", "cut", 16).await.unwrap();
+        assert_eq!(latest.len(), 16);
+        assert_eq!(app.chat_row("alice", "cut").await.unwrap().item_count, count + 16);
+    })
+    .await;
+}
+
+/// On SQLite, an append that cannot get the file's write lock within the busy timeout (another
+/// process is writing) answers 503 with `Retry-After` and stores nothing; once the lock is
+/// free, appends work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_append_blocked_by_another_writer_answers_503_then_recovers() {
+    chatstore_tests::with_app_configured(
+        Backend::Sqlite,
+        |settings| settings.database.sqlite_busy_timeout_ms = 200,
+        async |app| {
+            add(app, "alice", "s", &numbered(0..2)).await;
+            let pool = app.db.connection().get_sqlite_connection_pool();
+            let mut other_writer = pool.acquire().await.unwrap();
+            sea_orm::sqlx::query("BEGIN IMMEDIATE").execute(&mut *other_writer).await.unwrap();
+
+            let body = json!({ "items": numbered(2..4) }).to_string();
+            let answer = app.post("/sessions/s/items", "alice", &body).await;
+            answer.assert_error(503, "unavailable");
+            assert!(answer.header("retry-after").is_some(), "{answer:?}");
+            // Reads do not wait for a writer.
+            assert_eq!(items_of(&app.get("/sessions/s/items?limit=10", "alice").await).len(), 2);
+
+            sea_orm::sqlx::query("ROLLBACK").execute(&mut *other_writer).await.unwrap();
+            drop(other_writer);
+            add(app, "alice", "s", &numbered(2..4)).await;
+            assert_eq!(items_of(&app.get("/sessions/s/items", "alice").await), numbered(0..4));
+            assert_eq!(app.chat_row("alice", "s").await.unwrap().item_count, 4);
+        },
+    )
+    .await;
+}
+
 dual_backend_tests!(
+    abandoned_appends_leave_whole_contiguous_batches,
     a_failed_append_leaves_nothing_behind_and_later_ones_work,
     expired_idempotency_keys_are_pruned,
     get_items_follows_the_protocol,
