@@ -337,7 +337,9 @@ pub(crate) async fn chatkit_turns(args: &TurnArgs<'_>, report: &mut String) -> a
     for database in &databases {
         database.drop_database().await;
     }
-    write_table(report, &outcome?);
+    let table = outcome?;
+    write_table(report, &table);
+    write_chart(report, &table)?;
     Ok(())
 }
 
@@ -449,6 +451,27 @@ async fn measure(
     }
     table.rows = rows;
     Ok(table)
+}
+
+/// Turns/s by client count for the three sides, under the table.
+fn write_chart(report: &mut String, table: &ChatkitTable) -> anyhow::Result<()> {
+    let clients: Vec<usize> = table.rows.iter().map(|row| row.clients).collect();
+    let side = |name: &str, figure: fn(&ChatkitRow) -> f64| crate::charts::Bars {
+        name: name.to_owned(),
+        values: table.rows.iter().map(figure).collect(),
+    };
+    let series = [
+        side("chatstore", |row| row.chatstore.turns_per_second),
+        side("(a) chatkit-python, psycopg store", |row| row.psycopg.turns_per_second),
+        side("(b) chatkit-python, ChatstoreStore", |row| row.chatstore_store.turns_per_second),
+    ];
+    let title = "ChatKit turns: chatstore and chatkit-python";
+    let _ = writeln!(
+        report,
+        "\n{}",
+        crate::charts::turns_by_clients("chatkit", title, &clients, &series)?
+    );
+    Ok(())
 }
 
 fn write_table(report: &mut String, table: &ChatkitTable) {
