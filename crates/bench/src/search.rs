@@ -228,6 +228,7 @@ pub(crate) async fn indexing_cost(
                 &[
                     ("APP__DATABASE__MAX_CONNECTIONS", crate::turns::SERVER_POOL),
                     ("APP__SEARCH__ENABLED", enabled),
+                    crate::turns::DEFAULT_INDEXING,
                 ],
             );
             let token = bench_token(&database.url)?;

@@ -159,6 +159,7 @@ async fn measure(
             &[
                 ("APP__DATABASE__MAX_CONNECTIONS", "16"),
                 ("APP__DATABASE__SQLITE_SYNCHRONOUS", synchronous),
+                crate::turns::DEFAULT_INDEXING,
             ],
         );
         let token = bench_token(&database.url)?;

@@ -228,9 +228,18 @@ pub(crate) async fn index_for_search(db: &Db) -> anyhow::Result<()> {
 const SETTLE_OURS: [&str; 2] =
     ["VACUUM (ANALYZE) chats, conversation_items, search_entries", "CHECKPOINT"];
 
+/// The default configuration's background search indexing, for servers started with the test
+/// configuration (which sets a long interval, see `config/test.toml`): benchmarks pay what a
+/// deployment pays.
+pub(crate) const DEFAULT_INDEXING: (&str, &str) = ("APP__SEARCH__INDEX_INTERVAL_MS", "200");
+
 /// A `chatstore serve` on `url`, with the pool the PostgreSQL tables use.
 pub(crate) fn serve(binary: &Path, url: &str) -> ServerProcess {
-    ServerProcess::start(binary, url, &[("APP__DATABASE__MAX_CONNECTIONS", SERVER_POOL)])
+    ServerProcess::start(
+        binary,
+        url,
+        &[("APP__DATABASE__MAX_CONNECTIONS", SERVER_POOL), DEFAULT_INDEXING],
+    )
 }
 
 /// Runs [`SETTLE_OURS`] on our database.
