@@ -259,10 +259,13 @@ async fn index_appended_items(db: Db, settings: SearchSettings) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
+        // Another batch at once only while the last one left older items waiting; what a
+        // steady stream of appends adds meanwhile waits for the next tick, so that indexing
+        // stays a batch per tick instead of running without pause beside the appends.
         loop {
             match db.search_index().index_batch().await {
-                Ok((0, _)) => break,
-                Ok(_) => {}
+                Ok(batch) if batch.more_waiting => {}
+                Ok(_) => break,
                 Err(err) => {
                     tracing::warn!(error = %err, "indexing appended items for search failed");
                     break;

@@ -44,5 +44,5 @@ pub use search::{
     IndexChange, ItemRef, MAX_QUERY_CHARS, Search, SearchCursor, SearchHit, SearchKind,
     SearchRequest, SearchText,
 };
-pub use search_index::SearchIndex;
+pub use search_index::{IndexBatch, SearchIndex};
 pub use sessions::{IdempotencyKey, SessionReader, Sessions};
