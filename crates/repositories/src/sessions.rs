@@ -392,17 +392,30 @@ pub(crate) async fn insert_items(
 /// above `item_count - $3`, read in one statement so the count and the items agree. Both
 /// databases take `$N` parameters. Written out rather than built with sea-query because it
 /// runs on every agent turn, and building it cost more CPU than PostgreSQL spent answering.
+///
+/// The `LIMIT` never cuts anything (the range holds at most `$3` positions); it is there for
+/// PostgreSQL's planner, which cannot see the range's size and estimates a third of the
+/// session. On a session of a few hundred thousand items that estimate passes
+/// `jit_above_cost`, and every read would pay milliseconds of JIT compilation for a 50-row
+/// index scan.
 const LATEST_ITEMS_SQL: &str = "\
-SELECT data FROM conversation_items
-WHERE user_id = $1 AND chat_id = $2
-  AND position > (SELECT position_base + item_count FROM chats WHERE user_id = $1 AND chat_id = $2) - $3
+SELECT data FROM (
+    SELECT data, position FROM conversation_items
+    WHERE user_id = $1 AND chat_id = $2
+      AND position > (SELECT position_base + item_count FROM chats WHERE user_id = $1 AND chat_id = $2) - $3
+    ORDER BY position DESC LIMIT $3
+) AS latest
 ORDER BY position";
 
-/// [`LATEST_ITEMS_SQL`] with the texts joined by commas in one row, on PostgreSQL.
+/// [`LATEST_ITEMS_SQL`] with the texts joined by commas in one row, on PostgreSQL (with its
+/// `LIMIT` for the planner).
 const LATEST_ITEMS_JOINED_PG_SQL: &str = "\
-SELECT string_agg(data, ',' ORDER BY position) FROM conversation_items
-WHERE user_id = $1 AND chat_id = $2
-  AND position > (SELECT position_base + item_count FROM chats WHERE user_id = $1 AND chat_id = $2) - $3";
+SELECT string_agg(data, ',' ORDER BY position) FROM (
+    SELECT data, position FROM conversation_items
+    WHERE user_id = $1 AND chat_id = $2
+      AND position > (SELECT position_base + item_count FROM chats WHERE user_id = $1 AND chat_id = $2) - $3
+    ORDER BY position DESC LIMIT $3
+) AS latest";
 
 /// [`LATEST_ITEMS_SQL`] with the texts joined by commas in one row, on SQLite.
 const LATEST_ITEMS_JOINED_SQLITE_SQL: &str = "\
