@@ -13,7 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::{ListenerExt, TapIo};
-use repositories::{Db, IndexChange};
+use repositories::{Backend, Db, IndexChange};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
@@ -206,6 +206,7 @@ async fn open_database(
     tokio::join!(
         prune_idempotency_keys(db.clone(), idempotency),
         index_appended_items(db.clone(), search),
+        checkpoint_sqlite_log(db.clone()),
         crate::retention::sweep_forever(db, retention, metrics),
     );
     Ok(())
@@ -271,6 +272,25 @@ async fn index_appended_items(db: Db, settings: SearchSettings) {
                     break;
                 }
             }
+        }
+    }
+}
+
+/// How often the server checkpoints a SQLite file's write-ahead log.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Checkpoints a SQLite file's write-ahead log every [`CHECKPOINT_INTERVAL`], so that appends
+/// never pay for it (see `Db::checkpoint_wal`); returns at once on PostgreSQL.
+async fn checkpoint_sqlite_log(db: Db) {
+    if db.backend() != Backend::Sqlite {
+        return;
+    }
+    let mut interval = tokio::time::interval(CHECKPOINT_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if let Err(err) = db.checkpoint_wal().await {
+            tracing::warn!(error = %err, "checkpointing the SQLite log failed");
         }
     }
 }

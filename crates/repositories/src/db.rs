@@ -300,6 +300,17 @@ impl Db {
         self.sqlite_direct.as_deref()
     }
 
+    /// On a SQLite file, checkpoints the write-ahead log in the background (see
+    /// `DirectConnections::checkpoint`); the server calls it a few times a second, so the
+    /// turns' own commits never have to. Answers the log's size and how much of it is now in
+    /// the file, in pages; `(0, 0)` on PostgreSQL.
+    pub async fn checkpoint_wal(&self) -> RepoResult<(i64, i64)> {
+        let Some(direct) = self.sqlite_direct.clone() else { return Ok((0, 0)) };
+        tokio::task::spawn_blocking(move || direct.checkpoint())
+            .await
+            .map_err(|err| RepoError::Invalid(format!("the checkpoint task failed: {err}")))?
+    }
+
     /// Serialises SQLite writers (see `sqlite_writer`); a no-op on PostgreSQL.
     pub(crate) async fn write_guard(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         match &self.sqlite_writer {

@@ -31,6 +31,10 @@ use sea_orm::{DbErr, RuntimeErr};
 use crate::RepoError;
 use crate::db::SqliteSync;
 
+/// The log size (in pages) past which a turn's own commit checkpoints: ten times SQLite's
+/// default, a safety net behind the server's background checkpoints.
+const TURN_AUTOCHECKPOINT_PAGES: i64 = 10_000;
+
 /// Idle connections kept for reuse: more than the runtime's threads, which bound how many are
 /// in use at once, on the machines chatstore runs on.
 const STOCK_CAPACITY: usize = 16;
@@ -143,7 +147,30 @@ impl DirectConnections {
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", synchronous)?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
+        if !settings.read_only {
+            // The turn's writer never checkpoints the log (the server does, in the background,
+            // see [`DirectConnections::checkpoint`]): a checkpoint writes and syncs the file,
+            // and paid by whichever append crossed the threshold it stalled that turn for
+            // milliseconds. A far higher threshold remains, so the log stays bounded where
+            // nothing checkpoints in the background (a bulk load through the repositories).
+            connection.pragma_update(None, "wal_autocheckpoint", TURN_AUTOCHECKPOINT_PAGES)?;
+        }
         Ok(connection)
+    }
+
+    /// Copies what the write-ahead log holds into the database file as far as readers allow,
+    /// without waiting for anyone (`PRAGMA wal_checkpoint(PASSIVE)`): appends go on meanwhile.
+    /// Blocks on file I/O; call it off the runtime's threads. Answers the log's size and how
+    /// much of it is now in the file, in pages (both 0 on a read-only connection).
+    pub(crate) fn checkpoint(&self) -> Result<(i64, i64), RepoError> {
+        if self.open.read_only {
+            return Ok((0, 0));
+        }
+        self.run(|connection| {
+            connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                Ok((row.get(1)?, row.get(2)?))
+            })
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Stock> {

@@ -302,3 +302,25 @@ async fn the_sqlite_synchronous_setting_reaches_the_connections() {
     }
     database.drop_database().await;
 }
+
+/// SQLite only: a turn's append leaves checkpointing the log to the server's background task,
+/// which then moves all of it into the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_leave_checkpoints_to_the_background() {
+    let Some(database) = TestDatabase::create(Backend::Sqlite).await else { return };
+    let db = database.connect().await;
+    db.migrate().await.unwrap();
+    // Each append writes several pages (the chat, the item and its overflow pages, the
+    // indexes): 400 of them log well past SQLite's default threshold of 1,000 pages, at
+    // which an append would have checkpointed and the log started over.
+    let item = serde_json::json!({ "role": "user", "content": "x".repeat(6_000) }).to_string();
+    for _ in 0..400 {
+        db.sessions().add_items("alice", "s1", &[item.as_str()], None).await.unwrap();
+    }
+    let (logged, checkpointed) = db.checkpoint_wal().await.unwrap();
+    assert!(logged > 1_000, "the appends checkpointed: {logged} pages in the log");
+    assert_eq!(checkpointed, logged, "a background checkpoint copies the whole log");
+    assert_eq!(db.sessions().item_count("alice", "s1").await.unwrap(), 400);
+    db.close().await;
+    database.drop_database().await;
+}
