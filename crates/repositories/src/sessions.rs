@@ -392,13 +392,18 @@ pub(crate) async fn insert_items(
 /// above `item_count - $3`, read in one statement so the count and the items agree. Both
 /// databases take `$N` parameters. Written out rather than built with sea-query because it
 /// runs on every agent turn, and building it cost more CPU than PostgreSQL spent answering.
-///
-/// The `LIMIT` never cuts anything (the range holds at most `$3` positions); it is there for
-/// PostgreSQL's planner, which cannot see the range's size and estimates a third of the
-/// session. On a session of a few hundred thousand items that estimate passes
-/// `jit_above_cost`, and every read would pay milliseconds of JIT compilation for a 50-row
-/// index scan.
 const LATEST_ITEMS_SQL: &str = "\
+SELECT data FROM conversation_items
+WHERE user_id = $1 AND chat_id = $2
+  AND position > (SELECT position_base + item_count FROM chats WHERE user_id = $1 AND chat_id = $2) - $3
+ORDER BY position";
+
+/// [`LATEST_ITEMS_SQL`] on PostgreSQL. The `LIMIT` never cuts anything (the range holds at
+/// most `$3` positions); it is there for the planner, which cannot see the range's size and
+/// estimates a third of the session. On a session of a few hundred thousand items that
+/// estimate passes `jit_above_cost`, and every read would pay milliseconds of JIT compilation
+/// for a 50-row index scan. (SQLite has no JIT, and would sort the subquery's rows again.)
+const LATEST_ITEMS_PG_SQL: &str = "\
 SELECT data FROM (
     SELECT data, position FROM conversation_items
     WHERE user_id = $1 AND chat_id = $2
@@ -407,8 +412,14 @@ SELECT data FROM (
 ) AS latest
 ORDER BY position";
 
-/// [`LATEST_ITEMS_SQL`] with the texts joined by commas in one row, on PostgreSQL (with its
-/// `LIMIT` for the planner).
+fn latest_items_sql(backend: DbBackend) -> &'static str {
+    match backend {
+        DbBackend::Postgres => LATEST_ITEMS_PG_SQL,
+        _ => LATEST_ITEMS_SQL,
+    }
+}
+
+/// [`LATEST_ITEMS_PG_SQL`] with the texts joined by commas in one row.
 const LATEST_ITEMS_JOINED_PG_SQL: &str = "\
 SELECT string_agg(data, ',' ORDER BY position) FROM (
     SELECT data, position FROM conversation_items
@@ -478,7 +489,10 @@ fn items_before_query(
 /// The read statements of this module, for checking their query plans.
 pub(crate) fn read_statements(backend: DbBackend) -> Vec<(&'static str, Statement)> {
     vec![
-        ("session latest items", latest_items_statement(backend, LATEST_ITEMS_SQL, "u1", "s1", 50)),
+        (
+            "session latest items",
+            latest_items_statement(backend, latest_items_sql(backend), "u1", "s1", 50),
+        ),
         (
             "session latest items joined",
             latest_items_statement(backend, latest_items_joined_sql(backend), "u1", "s1", 50),
@@ -537,13 +551,9 @@ impl Sessions<'_> {
                     .collect()
             });
         }
+        let sql = latest_items_sql(self.db.db_backend());
         on_held!(self.db, |connection| {
-            sqlx::query_scalar(LATEST_ITEMS_SQL)
-                .bind(user)
-                .bind(session)
-                .bind(limit)
-                .fetch_all(connection)
-                .await
+            sqlx::query_scalar(sql).bind(user).bind(session).bind(limit).fetch_all(connection).await
         })
         .map_err(sqlx_error)
     }
