@@ -38,9 +38,9 @@ ORDER BY user_id, chat_id
 LIMIT $2";
 
 /// Indexes the ranges (`$1`, a JSON array of `{user_id, chat_id, after, upto}`) and moves the
-/// chats' marks, in one statement. Each range is read by its own key-range scan (`LATERAL`):
-/// joined plainly, the planner could not see how few ranges the JSON holds and scanned every
-/// item, holding the chats' locks (and so their appends) for seconds.
+/// chats' marks, in one statement. Each range is read by its own key-range scan (`LATERAL`),
+/// whatever the planner guesses of the JSON's size. (The stall once blamed on a plain join
+/// here was JIT compilation, see `index_postgres`.)
 const INDEX_PG_SQL: &str = "\
 WITH pending AS (
     SELECT * FROM jsonb_to_recordset($1::jsonb)
