@@ -291,6 +291,8 @@ pub(crate) struct TurnArgs<'a> {
     pub(crate) seconds: u64,
     /// How many times each client count alternates the two.
     pub(crate) rounds: u32,
+    /// Items per session of the turn table's rows.
+    pub(crate) histories: &'a [usize],
 }
 
 /// The histories of the turn table: items per session.
@@ -317,7 +319,7 @@ pub(crate) async fn turn_throughput(
     let ours =
         TestDatabase::create(Backend::Postgres).await.context("no PostgreSQL to benchmark")?;
     let mut floors = Vec::new();
-    for _ in TURN_HISTORIES {
+    for _ in args.histories {
         floors.push(
             TestDatabase::create(Backend::Postgres).await.context("no PostgreSQL to benchmark")?,
         );
@@ -345,7 +347,7 @@ async fn measure(
     // long conversations side by side), then serve with the default configuration.
     let db = ours.connect().await;
     db.migrate().await?;
-    for (history, floor) in TURN_HISTORIES.into_iter().zip(floors) {
+    for (&history, floor) in args.histories.iter().zip(floors) {
         eprintln!("turns: loading {SESSIONS} sessions of {history} items, and the floor's");
         load_sessions_sql(&db, &history_prefix(history), history).await?;
         load_reference(args.shared, floor, SESSIONS, history)?;
@@ -362,7 +364,7 @@ async fn measure(
     let mut rows = Vec::new();
     let mut requests = 0usize;
     let mut cpu_ticks = 0;
-    for (history, floor) in TURN_HISTORIES.into_iter().zip(floors) {
+    for (&history, floor) in args.histories.iter().zip(floors) {
         let floor_name = floor.pg_name().context("a PostgreSQL database")?;
         let prefix = history_prefix(history);
         drive(&server.address, &token, &prefix, 4, Duration::from_secs(1)).await?; // warm-up
@@ -402,7 +404,7 @@ async fn measure(
     // Clock ticks are 1/100 s on Linux.
     let cpu_per_request = cpu_ticks as f64 * 10_000.0 / requests.max(1) as f64;
     let mut chart = Vec::new();
-    for history in TURN_HISTORIES {
+    for &history in args.histories {
         let at = |value: fn(&TurnRow) -> f64| -> Vec<f64> {
             rows.iter().filter(|row| row.history == history).map(value).collect()
         };

@@ -6,13 +6,25 @@
 //! search first indexes what is still waiting of the searching user's
 //! ([`SearchIndex::catch_up_user`]), so a search sees every write that committed before it.
 //!
-//! Correctness rests on the chat's row lock: a batch first locks the chats it will index
-//! (`FOR UPDATE`), which an append to them must wait for, and only then, in a new statement
-//! (a new snapshot under READ COMMITTED), reads their items up to the position it locked.
-//! Every item up to that position has committed by then, so none is skipped. On SQLite the
-//! process's writer lock does the same. A chat whose last position falls below its mark (a
-//! pop, a replaced tail, a clear) has the mark lowered by a trigger, and the removed items'
-//! entries are deleted by theirs, so reused positions are indexed afresh.
+//! A chat whose last position falls below its mark (a pop, a replaced tail, a clear) has the
+//! mark lowered by a trigger, and the removed items' entries are deleted by theirs, so reused
+//! positions are indexed afresh. What an indexer must not do is index an item that is being
+//! removed, or move a mark past positions whose items it did not see. Two ways keep it so:
+//!
+//! - **A user's catch-up** locks the chats first (`FOR UPDATE`, waiting for appends and
+//!   removals in progress), and only then, in a new statement (a new snapshot under READ
+//!   COMMITTED), reads their items up to the position it locked.
+//! - **The background batch** takes no chat lock while it indexes, so appends never wait for
+//!   it: an append only adds positions above the ones a batch read, and commits its items with
+//!   the count that names them. It locks the items it reads instead (`FOR KEY SHARE SKIP
+//!   LOCKED`), which a removal must wait for, so their entries are deleted after it commits;
+//!   it skips items a removal holds. A chat's mark moves only if the batch saw every position
+//!   of its range (a removal committed meanwhile leaves a gap), only if no other indexer moved
+//!   it, and only if the chat's row is free that instant; otherwise the next batch indexes the
+//!   range again, which rewrites the same entries. The chats' row locks are held from that
+//!   last statement to the commit: one round trip.
+//!
+//! On SQLite the process's writer lock does all of this.
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait, Value};
 
@@ -37,8 +49,8 @@ WHERE search_indexed < position_base + item_count
 ORDER BY user_id, chat_id
 LIMIT $2";
 
-/// Indexes the ranges (`$1`, a JSON array of `{user_id, chat_id, after, upto}`) and moves the
-/// chats' marks, in one statement. Each range is read by its own key-range scan (`LATERAL`),
+/// A user's catch-up, on chats it has locked: indexes the ranges (`$1`, a JSON array of
+/// `{user_id, chat_id, after, upto}`) and moves the chats' marks, in one statement. Each range is read by its own key-range scan (`LATERAL`),
 /// whatever the planner guesses of the JSON's size. (The stall once blamed on a plain join
 /// here was JIT compilation, see `index_postgres`.)
 const INDEX_PG_SQL: &str = "\
@@ -59,6 +71,48 @@ FROM pending p CROSS JOIN LATERAL (
 WHERE t.body <> ''
 ON CONFLICT (user_id, kind, conversation_id, item_key)
 DO UPDATE SET body = excluded.body, created_at = excluded.created_at";
+
+/// The background batch's indexing, on chats it has not locked: indexes what it can lock of
+/// the ranges (`$1` as in [`INDEX_PG_SQL`]), skipping items that a removal holds. Answers the
+/// entries written and the ranges it saw whole, as a JSON array for [`MARK_PG_SQL`].
+const INDEX_UNLOCKED_PG_SQL: &str = "\
+WITH pending AS (
+    SELECT * FROM jsonb_to_recordset($1::jsonb)
+        AS p (user_id text, chat_id text, after bigint, upto bigint)
+), seen AS (
+    SELECT t.* FROM pending p CROSS JOIN LATERAL (
+        SELECT * FROM session_item_search_texts t
+        WHERE t.user_id = p.user_id AND t.chat_id = p.chat_id
+          AND t.position > p.after AND t.position <= p.upto
+        FOR KEY SHARE SKIP LOCKED
+    ) AS t
+), written AS (
+    INSERT INTO search_entries (user_id, kind, conversation_id, item_key, body, created_at)
+    SELECT user_id, 'session', chat_id, position::text, body, created_at FROM seen
+    WHERE body <> ''
+    ON CONFLICT (user_id, kind, conversation_id, item_key)
+    DO UPDATE SET body = excluded.body, created_at = excluded.created_at
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM written) AS entries,
+       (SELECT coalesce(jsonb_agg(p), '[]') FROM pending p
+        WHERE p.upto - p.after = (SELECT count(*) FROM seen s
+                                  WHERE s.user_id = p.user_id AND s.chat_id = p.chat_id)
+       )::text AS whole";
+
+/// Moves the marks of the ranges a background batch saw whole (`$1`), for the chats whose
+/// mark is still where the batch read it and whose row nothing holds (an append in progress,
+/// a removal): those are indexed again by the next batch.
+const MARK_PG_SQL: &str = "\
+UPDATE chats c SET search_indexed = p.upto
+FROM (
+    SELECT l.user_id, l.chat_id, r.upto
+    FROM jsonb_to_recordset($1::jsonb) AS r (user_id text, chat_id text, after bigint, upto bigint)
+    JOIN chats l ON l.user_id = r.user_id AND l.chat_id = r.chat_id
+    WHERE l.search_indexed = r.after
+    FOR NO KEY UPDATE OF l SKIP LOCKED
+) AS p
+WHERE c.user_id = p.user_id AND c.chat_id = p.chat_id";
 
 /// [`PENDING_PG_SQL`] on SQLite (no locking clause: the writer lock is held).
 const PENDING_SQLITE_SQL: &str = "\
@@ -157,8 +211,9 @@ impl SearchIndex<'_> {
         }
     }
 
-    /// Indexes one batch of any user's waiting items. Skips chats that another batch or an
-    /// append holds, which the next batch takes.
+    /// Indexes one batch of any user's waiting items, locking no chat, so appends to them
+    /// never wait for it. A range it could not index whole (an item being removed, the chat's
+    /// row busy when the mark would move) waits for the next batch.
     pub async fn index_batch(&self) -> RepoResult<IndexBatch> {
         self.index(None, BATCH_CHATS).await
     }
@@ -171,31 +226,38 @@ impl SearchIndex<'_> {
     }
 
     async fn index_postgres(&self, user: Option<&str>, chats: i64) -> RepoResult<IndexBatch> {
-        // A user's catch-up waits for the chats it needs; the background skips busy ones.
-        let lock = if user.is_some() { "FOR UPDATE" } else { "FOR UPDATE SKIP LOCKED" };
         let txn = self.db.connection().begin().await?;
         // The planner cannot see how few ranges the JSON holds (it assumes 100 of thousands of
         // items each), so on a large table the estimate passes `jit_above_cost` and
-        // PostgreSQL spends about 250 ms compiling a statement that runs in 1 ms, with the
-        // chats' locks, and so their appends, held all the while.
+        // PostgreSQL spends about 250 ms compiling a statement that runs in 1 ms.
         txn.execute_unprepared("SET LOCAL jit = off").await?;
-        let pending =
-            pending(&txn, DbBackend::Postgres, &format!("{PENDING_PG_SQL} {lock}"), user, chats)
-                .await?;
+        // A user's catch-up locks the chats it needs, waiting for their writes; the background
+        // batch locks none (see the module's comment).
+        let sql = match user {
+            Some(_) => format!("{PENDING_PG_SQL} FOR UPDATE"),
+            None => PENDING_PG_SQL.to_owned(),
+        };
+        let pending = pending(&txn, DbBackend::Postgres, &sql, user, chats).await?;
         if pending.is_empty() {
             txn.commit().await?;
             return Ok(IndexBatch::EMPTY);
         }
         let ranges =
             serde_json::to_string(&pending).map_err(|err| RepoError::Invalid(err.to_string()))?;
-        let written = txn
-            .execute_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                INDEX_PG_SQL,
-                [ranges.into()],
-            ))
-            .await?
-            .rows_affected();
+        let statement = |sql: &str, ranges: String| {
+            Statement::from_sql_and_values(DbBackend::Postgres, sql, [ranges.into()])
+        };
+        let written = if user.is_some() {
+            txn.execute_raw(statement(INDEX_PG_SQL, ranges)).await?.rows_affected()
+        } else {
+            let row =
+                txn.query_one_raw(statement(INDEX_UNLOCKED_PG_SQL, ranges)).await?.ok_or_else(
+                    || RepoError::Invalid("the indexing statement answered no row".into()),
+                )?;
+            let whole: String = row.try_get("", "whole")?;
+            txn.execute_raw(statement(MARK_PG_SQL, whole)).await?;
+            u64::try_from(row.try_get::<i64>("", "entries")?).unwrap_or(0)
+        };
         txn.commit().await?;
         Ok(IndexBatch::of(&pending, chats, written))
     }

@@ -529,6 +529,130 @@ async fn concurrent_appends_are_each_indexed_once(backend: Backend) {
     .await;
 }
 
+/// `user`'s session entries that do not match an item's text (stale, or left by a removed
+/// item), and items with text that have no entry.
+async fn index_mismatches(app: &TestApp, user: &str) -> (i64, i64) {
+    let count = async |sql: &str| {
+        let statement = Statement::from_sql_and_values(app.db.db_backend(), sql, [user.into()]);
+        let row = app.db.connection().query_one_raw(statement).await.unwrap().unwrap();
+        row.try_get::<i64>("", "n").unwrap()
+    };
+    let wrong = count(
+        "SELECT count(*) AS n FROM search_entries e
+         LEFT JOIN session_item_search_texts t ON t.user_id = e.user_id
+          AND t.chat_id = e.conversation_id AND CAST(t.position AS TEXT) = e.item_key
+         WHERE e.user_id = $1 AND e.kind = 'session' AND e.item_key <> ''
+           AND (t.body IS NULL OR t.body <> e.body)",
+    )
+    .await;
+    let missing = count(
+        "SELECT count(*) AS n FROM session_item_search_texts t
+         LEFT JOIN search_entries e ON e.user_id = t.user_id AND e.kind = 'session'
+          AND e.conversation_id = t.chat_id AND e.item_key = CAST(t.position AS TEXT)
+         WHERE t.user_id = $1 AND t.body <> '' AND e.item_key IS NULL",
+    )
+    .await;
+    (wrong, missing)
+}
+
+/// Appends, pops and clears from several clients while the background indexes every few
+/// milliseconds: once it has caught up, the index holds exactly the items there are, with
+/// their current text (popped positions are reused with new text), and every mark is at its
+/// chat's last position.
+async fn the_index_matches_the_items_after_concurrent_writes_and_removals(backend: Backend) {
+    with_database(backend, async |database| {
+        let mut app =
+            TestApp::spawn(database, |settings| settings.search.index_interval_ms = 2).await;
+        let writers = (0..4).map(|writer| {
+            let app = &app;
+            async move {
+                let session = format!("s{}", writer % 2);
+                for n in 0..25 {
+                    let text = format!("wren writer{writer} n{n}");
+                    let items = json!([{"role": "user", "content": text},
+                                       {"role": "assistant", "content": format!("{text} answered")}]);
+                    append(app, "alice", &session, items).await;
+                    if n % 3 == 0 {
+                        let popped = app.post(&format!("/sessions/{session}/pop"), "alice", "").await;
+                        assert_eq!(popped.status, 200, "{}", popped.text);
+                    }
+                    if n == 20 && writer < 2 {
+                        let cleared =
+                            app.delete(&format!("/sessions/{session}/items"), "alice").await;
+                        assert_eq!(cleared.status, 204, "{}", cleared.text);
+                    }
+                }
+            }
+        });
+        futures::future::join_all(writers).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for session in ["s0", "s1"] {
+            loop {
+                let (mark, top) = search_mark(&app, "alice", session).await;
+                if mark == top {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{session}: the mark stayed at {mark} of {top}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        assert_eq!(index_mismatches(&app, "alice").await, (0, 0));
+        assert!(stored_entries(&app, "alice").await > 0);
+        app.stop().await.unwrap();
+    })
+    .await;
+}
+
+/// On PostgreSQL the background batch locks no chat, so appends never wait for it. With one
+/// chat's row held (as an append in progress holds it) and an item of another held (as a
+/// removal in progress holds it), a batch still returns, indexes what it could lock, and
+/// leaves both marks where they were; once both are let go, the next batch finishes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_batch_waits_for_no_append_and_skips_what_a_removal_holds() {
+    use repositories::sea_orm::TransactionTrait;
+    with_app(Backend::Postgres, async |app| {
+        for session in ["s1", "s2"] {
+            let items = json!([{"role": "user", "content": "heron one"},
+                               {"role": "user", "content": "heron two"},
+                               {"role": "user", "content": "heron three"}]);
+            append(app, "alice", session, items).await;
+        }
+        let hold = async |sql: &str| {
+            let txn = app.db.connection().begin().await.unwrap();
+            txn.execute_unprepared(sql).await.unwrap();
+            txn
+        };
+        let appending = hold(
+            "SELECT 1 FROM chats WHERE user_id = 'alice' AND chat_id = 's1' FOR NO KEY UPDATE",
+        )
+        .await;
+        let removing = hold(
+            "SELECT 1 FROM conversation_items \
+             WHERE user_id = 'alice' AND chat_id = 's2' AND position = 2 FOR UPDATE",
+        )
+        .await;
+        let batch =
+            tokio::time::timeout(Duration::from_secs(10), app.db.search_index().index_batch())
+                .await
+                .expect("the batch waited for a held chat or item")
+                .unwrap();
+        assert_eq!((batch.chats, batch.entries), (2, 5));
+        assert_eq!(stored_entries(app, "alice").await, 5);
+        assert_eq!(search_mark(app, "alice", "s1").await, (0, 3), "its row was busy");
+        assert_eq!(search_mark(app, "alice", "s2").await, (0, 3), "an item was skipped");
+
+        appending.rollback().await.unwrap();
+        removing.rollback().await.unwrap();
+        let batch = app.db.search_index().index_batch().await.unwrap();
+        assert_eq!((batch.chats, batch.entries), (2, 6));
+        assert_eq!(search_mark(app, "alice", "s1").await, (3, 3));
+        assert_eq!(search_mark(app, "alice", "s2").await, (3, 3));
+        assert_eq!(index_mismatches(app, "alice").await, (0, 0));
+        assert_eq!(app.db.search_index().index_batch().await.unwrap().chats, 0);
+    })
+    .await;
+}
+
 dual_backend_tests!(
     session_writes_keep_the_index_in_step,
     thread_writes_keep_the_index_in_step,
@@ -542,4 +666,5 @@ dual_backend_tests!(
     appended_items_are_indexed_in_the_background,
     a_search_indexes_its_users_waiting_items_first,
     concurrent_appends_are_each_indexed_once,
+    the_index_matches_the_items_after_concurrent_writes_and_removals,
 );
