@@ -26,6 +26,7 @@ mod m20261130_000007_retention;
 mod m20261130_000008_search_user_gin;
 mod m20261130_000009_search_plpgsql;
 mod m20261130_000010_search_deferred;
+mod m20261201_000011_search_mark_above_base;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000008_search_user_gin::Migration),
             Box::new(m20261130_000009_search_plpgsql::Migration),
             Box::new(m20261130_000010_search_deferred::Migration),
+            Box::new(m20261201_000011_search_mark_above_base::Migration),
         ]
     }
 }

@@ -603,6 +603,33 @@ async fn the_index_matches_the_items_after_concurrent_writes_and_removals(backen
     .await;
 }
 
+/// A compaction that prunes items the index has not reached yet leaves no positions below the
+/// chat's new base waiting: the mark rises to the base, and the background finishes the chat
+/// in one batch (it marks a range only when it saw every position of it, and positions below
+/// the base hold nothing).
+async fn a_prune_past_the_mark_leaves_nothing_waiting_below_the_base(backend: Backend) {
+    with_app(backend, async |app| {
+        let items: Vec<Value> =
+            (1..=6).map(|n| json!({"role": "user", "content": format!("ibis {n}")})).collect();
+        append(app, "alice", "s", Value::Array(items)).await;
+        assert_eq!(search_mark(app, "alice", "s").await, (0, 6), "the background is idle");
+        let snapshot = app.get("/sessions/s/snapshot?limit=1", "alice").await;
+        assert_eq!(snapshot.status, 200, "{}", snapshot.text);
+        let body = json!({ "revision": snapshot.json()["revision"], "after_position": 6,
+                           "prune_leading": 4, "items": [] });
+        let replaced = app.post("/sessions/s/replace", "alice", &body.to_string()).await;
+        assert_eq!(replaced.status, 200, "{}", replaced.text);
+        assert_eq!(search_mark(app, "alice", "s").await, (4, 6), "raised to the base");
+
+        let batch = app.db.search_index().index_batch().await.unwrap();
+        assert_eq!((batch.chats, batch.entries), (1, 2));
+        assert_eq!(search_mark(app, "alice", "s").await, (6, 6));
+        assert_eq!(app.db.search_index().index_batch().await.unwrap().chats, 0);
+        assert_eq!(index_mismatches(app, "alice").await, (0, 0));
+    })
+    .await;
+}
+
 /// On PostgreSQL the background batch locks no chat, so appends never wait for it. With one
 /// chat's row held (as an append in progress holds it) and an item of another held (as a
 /// removal in progress holds it), a batch still returns, indexes what it could lock, and
@@ -667,4 +694,5 @@ dual_backend_tests!(
     a_search_indexes_its_users_waiting_items_first,
     concurrent_appends_are_each_indexed_once,
     the_index_matches_the_items_after_concurrent_writes_and_removals,
+    a_prune_past_the_mark_leaves_nothing_waiting_below_the_base,
 );
