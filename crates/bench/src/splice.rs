@@ -1,6 +1,8 @@
 //! Partial runs (`--only`) update `BENCHMARKS.md` in place: the sections they measured replace
-//! their namesakes, every other section and the closing "What changed" part stay as they were,
-//! and the header says which sections were measured later, and when.
+//! their namesakes, every other section stays as it was, and the header says which sections
+//! were measured later, and when. The closing "What changed" part, which is written from the
+//! code rather than measured, is replaced by the running version's, so it names every change
+//! the figures include.
 //!
 //! A section is a `## ` heading and everything up to the next one. Each carries its key (the
 //! name `--only` takes) in an HTML comment under its heading, which renders as nothing, so a
@@ -9,7 +11,7 @@
 
 use std::fmt::Write as _;
 
-/// The key of the closing part, which partial runs leave alone.
+/// The key of the closing part, which `--only` cannot name (every run writes it).
 pub(crate) const CHANGES: &str = "changes";
 
 /// Headings of files written before sections carried their keys.
@@ -96,9 +98,24 @@ pub(crate) fn join(header: &str, sections: &[Section]) -> String {
 /// `existing` with `fresh`'s sections (keyed, in `--only`'s measuring order) in place of their
 /// namesakes; sections it did not have go before the closing part, in the order given. The
 /// header's line of later measurements names them with `when` (and `command`), replacing what
-/// it said of them before; the sections themselves say so under their headings.
-pub(crate) fn splice(existing: &str, fresh: &[Section], when: &str, command: &str) -> String {
+/// it said of them before; the sections themselves say so under their headings. `changes`,
+/// when given, replaces the closing part as it is (it was not measured).
+pub(crate) fn splice(
+    existing: &str,
+    fresh: &[Section],
+    changes: Option<&Section>,
+    when: &str,
+    command: &str,
+) -> String {
     let (header, mut sections) = split(existing);
+    if let Some(changes) = changes {
+        let replacement =
+            Section { key: Some(CHANGES.to_owned()), text: keyed(CHANGES, &changes.text) };
+        match sections.iter().position(|old| old.key.as_deref() == Some(CHANGES)) {
+            Some(index) => sections[index] = replacement,
+            None => sections.push(replacement),
+        }
+    }
     for section in fresh {
         let key = section.key.as_deref().unwrap_or_default();
         let text = with_note(&keyed(key, &section.text), when, command);
@@ -187,8 +204,15 @@ mod tests {
     #[test]
     fn a_partial_run_replaces_only_its_sections_and_keeps_their_order() {
         let growth = fresh("growth", "\n## Turns as 10 million items grow\n\nnew growth\n");
-        let spliced =
-            splice(EXISTING, &[growth], "2026-11-30 21:40 UTC", "chatstore-bench --only growth");
+        let changes =
+            fresh(CHANGES, "## What changed, and what it gained\n\n- a change\n- another\n");
+        let spliced = splice(
+            EXISTING,
+            &[growth],
+            Some(&changes),
+            "2026-11-30 21:40 UTC",
+            "chatstore-bench --only growth",
+        );
         let (header, sections) = split(&spliced);
         let keys: Vec<_> = sections.iter().map(|s| s.key.clone().unwrap_or_default()).collect();
         assert_eq!(keys, ["turns", "growth", "reads", "changes"]);
@@ -203,7 +227,8 @@ mod tests {
             "*Measured on its own on 2026-11-30 21:40 UTC (`chatstore-bench --only growth`)"
         ));
         assert!(sections[2].text.contains("old reads"));
-        assert!(sections[3].text.contains("- a change"));
+        assert!(sections[3].text.contains("- a change\n- another"), "the code's changes");
+        assert!(!sections[3].text.contains("*Measured on its own"));
         assert!(header.contains("Written by `chatstore-bench` on 2026-11-22 10:04 UTC"));
         assert!(header.contains("Measured on their own since: `growth` on 2026-11-30 21:40 UTC."));
     }
@@ -213,6 +238,7 @@ mod tests {
         let first = splice(
             EXISTING,
             &[fresh("growth", "## Renamed growth\n\ngrowth one\n")],
+            None,
             "2026-11-30 21:40 UTC",
             "x",
         );
@@ -222,6 +248,7 @@ mod tests {
                 fresh("turns", "## Turn throughput on PostgreSQL\n\nnew turns\n"),
                 fresh("growth", "## Renamed again\n\ngrowth two\n"),
             ],
+            None,
             "2026-12-01 08:00 UTC",
             "y",
         );
@@ -238,8 +265,13 @@ mod tests {
 
     #[test]
     fn a_section_the_file_lacked_goes_before_the_closing_part() {
-        let spliced =
-            splice(EXISTING, &[fresh("memory", "## Advanced agent memory\n\nmem\n")], "d", "c");
+        let spliced = splice(
+            EXISTING,
+            &[fresh("memory", "## Advanced agent memory\n\nmem\n")],
+            None,
+            "d",
+            "c",
+        );
         let (_, sections) = split(&spliced);
         let keys: Vec<_> = sections.iter().map(|s| s.key.clone().unwrap_or_default()).collect();
         assert_eq!(keys, ["turns", "growth", "reads", "memory", "changes"]);
@@ -247,7 +279,7 @@ mod tests {
 
     #[test]
     fn a_run_that_measured_nothing_changes_nothing() {
-        assert_eq!(splice(EXISTING, &[], "d", "c"), EXISTING);
+        assert_eq!(splice(EXISTING, &[], None, "d", "c"), EXISTING);
         assert!(is_section("growth") && !is_section("changes") && !is_section("grwoth"));
     }
 
