@@ -96,8 +96,9 @@ WITH pending AS (
 )
 SELECT (SELECT count(*) FROM written) AS entries,
        (SELECT coalesce(jsonb_agg(p), '[]') FROM pending p
-        WHERE p.upto - p.after = (SELECT count(*) FROM seen s
-                                  WHERE s.user_id = p.user_id AND s.chat_id = p.chat_id)
+        JOIN (SELECT user_id, chat_id, count(*) AS n FROM seen GROUP BY user_id, chat_id) AS s
+          ON s.user_id = p.user_id AND s.chat_id = p.chat_id
+        WHERE s.n = p.upto - p.after
        )::text AS whole";
 
 /// Moves the marks of the ranges a background batch saw whole (`$1`), for the chats whose
