@@ -184,6 +184,10 @@ fn later_line(header: &str, keys: &[&str], when: &str) -> String {
     if !placed {
         let _ = writeln!(header, "\n{line}");
     }
+    // The blank line that set off the line it replaced stays too: one blank line between parts.
+    while header.contains("\n\n\n") {
+        header = header.replace("\n\n\n", "\n\n");
+    }
     header
 }
 
@@ -256,6 +260,7 @@ mod tests {
             "Measured on their own since: `turns` on 2026-12-01 08:00 UTC; `growth` on 2026-12-01 08:00 UTC."
         ));
         assert_eq!(second.matches("Measured on their own since").count(), 1);
+        assert!(!second.contains("\n\n\n"), "one blank line between parts: {second}");
         assert!(!second.contains("growth one") && !second.contains("old turns"));
         assert_eq!(second.matches("## ").count(), 4, "{second}");
         assert_eq!(second.matches("<!-- section: growth -->").count(), 1);
