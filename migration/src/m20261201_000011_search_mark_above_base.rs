@@ -13,21 +13,30 @@ use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
 #[derive(DeriveMigrationName)]
 pub(crate) struct Migration;
 
-/// The PostgreSQL trigger: its function, then the trigger with the `WHEN` that spares
-/// appends the call (`lower_only` for 000010's, which only lowered).
-fn postgres_trigger(lower_only: bool) -> [String; 3] {
-    let (mark, when) = if lower_only {
+/// The mark the trigger sets, written with the database's `greatest` and `least`, and the
+/// condition it fires on, which spares appends the call (`lower_only` for 000010's trigger,
+/// which only lowered the mark).
+fn mark_rule(lower_only: bool, greatest: &str, least: &str) -> (String, &'static str) {
+    if lower_only {
         (
-            "NEW.position_base + NEW.item_count",
+            "NEW.position_base + NEW.item_count".to_owned(),
             "NEW.position_base + NEW.item_count < NEW.search_indexed",
         )
     } else {
         (
-            "greatest(NEW.position_base, least(NEW.search_indexed, NEW.position_base + NEW.item_count))",
+            format!(
+                "{greatest}(NEW.position_base, \
+                 {least}(NEW.search_indexed, NEW.position_base + NEW.item_count))"
+            ),
             "NEW.position_base + NEW.item_count < NEW.search_indexed \
              OR NEW.search_indexed < NEW.position_base",
         )
-    };
+    }
+}
+
+/// The PostgreSQL trigger: its function, then the trigger.
+fn postgres_trigger(lower_only: bool) -> [String; 3] {
+    let (mark, when) = mark_rule(lower_only, "greatest", "least");
     [
         format!(
             "CREATE OR REPLACE FUNCTION chats_search_mark_lower() RETURNS trigger LANGUAGE plpgsql
@@ -43,18 +52,7 @@ fn postgres_trigger(lower_only: bool) -> [String; 3] {
 
 /// The SQLite trigger (recursive triggers are off, so its own update fires nothing).
 fn sqlite_trigger(lower_only: bool) -> [String; 2] {
-    let (mark, when) = if lower_only {
-        (
-            "NEW.position_base + NEW.item_count",
-            "NEW.position_base + NEW.item_count < NEW.search_indexed",
-        )
-    } else {
-        (
-            "max(NEW.position_base, min(NEW.search_indexed, NEW.position_base + NEW.item_count))",
-            "NEW.position_base + NEW.item_count < NEW.search_indexed \
-             OR NEW.search_indexed < NEW.position_base",
-        )
-    };
+    let (mark, when) = mark_rule(lower_only, "max", "min");
     [
         "DROP TRIGGER chats_search_mark_lower".to_owned(),
         format!(
