@@ -5,7 +5,6 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use chatstore_tests::{Answer, Backend, dual_backend_tests, with_app, with_app_configured};
-use repositories::chatkit::Store;
 use serde_json::json;
 
 fn thread(id: &str) -> String {
@@ -149,7 +148,10 @@ async fn unknown_methods_do_not_grow_the_metrics(backend: Backend) {
 async fn more_bad_input_is_a_clear_4xx(backend: Backend) {
     with_app(backend, async |app| {
         app.get("/chats?after=a%00b", "alice").await.assert_error(400, "invalid_request");
-        app.db.chatkit().save_thread(&thread("thr_1"), "alice").await.unwrap();
+        // Through the server: a second writer of a SQLite file, such as this test's own
+        // connection, can meet the server's writes and fail with `database is locked`.
+        let saved = app.send(reqwest::Method::PUT, "/threads/thr_1", "alice", Some(&thread("thr_1"))).await;
+        assert!(matches!(saved.status, 200 | 201), "{}", saved.text);
         let feedback = |thread_id: &str, ids: Vec<String>| {
             json!({"type": "items.feedback", "params": {"thread_id": thread_id, "item_ids": ids, "kind": "positive"}}).to_string()
         };
@@ -177,7 +179,12 @@ async fn more_bad_input_is_a_clear_4xx(backend: Backend) {
 /// ChatKit objects that would break later reads are refused when written.
 async fn chatkit_objects_that_cannot_be_read_back_are_refused(backend: Backend) {
     with_app(backend, async |app| {
-        app.db.chatkit().save_thread(&thread("thr_ok"), "alice").await.unwrap();
+        // Through the server: a second writer of a SQLite file, such as this test's own
+        // connection, can meet the server's writes and fail with `database is locked`.
+        let saved = app
+            .send(reqwest::Method::PUT, "/threads/thr_ok", "alice", Some(&thread("thr_ok")))
+            .await;
+        assert!(matches!(saved.status, 200 | 201), "{}", saved.text);
         let surrogate =
             r#"{"id":"thr_bad","created_at":"2025-10-06T12:00:00","metadata":{"x":"\ud800"}}"#;
         app.send(reqwest::Method::PUT, "/threads/thr_bad", "alice", Some(surrogate))
