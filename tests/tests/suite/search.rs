@@ -58,11 +58,12 @@ async fn entries(app: &TestApp, user: &str) -> i64 {
 /// `user`'s entries in the index table as they are, without indexing what waits first (as
 /// [`entries`] and every search do).
 async fn stored_entries(app: &TestApp, user: &str) -> i64 {
-    let statement = Statement::from_sql_and_values(
-        app.db.db_backend(),
-        "SELECT count(*) AS n FROM search_entries WHERE user_id = $1",
-        [user.into()],
-    );
+    count_of(app, "SELECT count(*) AS n FROM search_entries WHERE user_id = $1", user).await
+}
+
+/// The count `n` that `sql` answers for `user` (`$1`), read directly from the database.
+async fn count_of(app: &TestApp, sql: &str, user: &str) -> i64 {
+    let statement = Statement::from_sql_and_values(app.db.db_backend(), sql, [user.into()]);
     let row = app.db.connection().query_one_raw(statement).await.unwrap().unwrap();
     row.try_get::<i64>("", "n").unwrap()
 }
@@ -532,24 +533,23 @@ async fn concurrent_appends_are_each_indexed_once(backend: Backend) {
 /// `user`'s session entries that do not match an item's text (stale, or left by a removed
 /// item), and items with text that have no entry.
 async fn index_mismatches(app: &TestApp, user: &str) -> (i64, i64) {
-    let count = async |sql: &str| {
-        let statement = Statement::from_sql_and_values(app.db.db_backend(), sql, [user.into()]);
-        let row = app.db.connection().query_one_raw(statement).await.unwrap().unwrap();
-        row.try_get::<i64>("", "n").unwrap()
-    };
-    let wrong = count(
+    let wrong = count_of(
+        app,
         "SELECT count(*) AS n FROM search_entries e
          LEFT JOIN session_item_search_texts t ON t.user_id = e.user_id
           AND t.chat_id = e.conversation_id AND CAST(t.position AS TEXT) = e.item_key
          WHERE e.user_id = $1 AND e.kind = 'session' AND e.item_key <> ''
            AND (t.body IS NULL OR t.body <> e.body)",
+        user,
     )
     .await;
-    let missing = count(
+    let missing = count_of(
+        app,
         "SELECT count(*) AS n FROM session_item_search_texts t
          LEFT JOIN search_entries e ON e.user_id = t.user_id AND e.kind = 'session'
           AND e.conversation_id = t.chat_id AND e.item_key = CAST(t.position AS TEXT)
          WHERE t.user_id = $1 AND t.body <> '' AND e.item_key IS NULL",
+        user,
     )
     .await;
     (wrong, missing)
