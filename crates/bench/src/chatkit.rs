@@ -26,7 +26,7 @@ use repositories::sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use crate::http::Connection;
 use crate::micros;
-use crate::turns::{Run, TurnArgs, bench_token, footprint, serve};
+use crate::turns::{Run, TurnArgs, bench_token, cpu_ticks, serve};
 
 const CLIENTS: [usize; 3] = [1, 16, 64];
 const MESSAGE: &str = "What did we discuss about the dragon campaign earlier today?";
@@ -357,11 +357,6 @@ async fn stored_items(database: &TestDatabase) -> anyhow::Result<i64> {
         .try_get::<i64>("", "n")?;
     db.close().await;
     Ok(stored)
-}
-
-/// CPU ticks (1/100 s) a process has used so far.
-fn cpu_ticks(pid: u32) -> u64 {
-    footprint(pid).map_or(0, |(_, ticks)| ticks)
 }
 
 async fn measure(

@@ -461,7 +461,19 @@ was not the limit: the server's CPU was, about 160 µs per request, a third of i
   0.11 ms. On 2 cores that all compete, 1.46 ms of CPU a turn against 0.82 ms is about 0.56x, which is \
   where the table stands; search indexing off gave 0.60-0.63x. PostgreSQL's extra is the search batch, the \
   chat row's six indexes (an append moves `updated_at`, so its update is never HOT; the floor's table has \
-  one index) and the wider rows.";
+  one index) and the wider rows.\n\
+- **The ceiling an HTTP turn puts on the ratio (a measurement, not a change).** The turn table's 100-item \
+  rows now also time an empty HTTP turn (two `GET /healthz` through the same middleware, no database), \
+  and with it the most a turn doing both that and the floor's work can reach on these shared cores. In \
+  four short runs (`--turn-histories 100`) on a noisy morning the ceiling came out at **0.80-0.90x** the \
+  floor at every client count, and chatstore at 0.46-0.70x of the ceiling: 0.8x of the floor would need \
+  the token check, the JSON, the PostgreSQL protocol and the search indexing together to cost next to \
+  nothing beyond an empty request.\n\
+- **Tried and not kept: polling the load generator's connections in the client's own task.** hyper's \
+  connection half ran as a task of its own, so every request and answer woke one task from another. \
+  Polled beside the request instead, the load generator's CPU was 47 and 58 µs per request in two runs, \
+  against 48 and 53 µs for the spawned task in the two runs alternating with them: no difference worth \
+  the extra code.";
 
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")

@@ -83,6 +83,28 @@ pub(crate) async fn drive(
     clients: usize,
     duration: Duration,
 ) -> anyhow::Result<Run> {
+    drive_turns(address, token, Some(prefix), clients, duration).await
+}
+
+/// The same clients, each turn two `GET /healthz`: the server's HTTP, routing and middleware
+/// with no database, no authentication and no JSON to read, the least an HTTP turn can cost.
+async fn drive_http_alone(
+    address: &str,
+    token: &str,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<Run> {
+    drive_turns(address, token, None, clients, duration).await
+}
+
+/// Turns on the sessions of `prefix`, or with `None` two `GET /healthz` a turn.
+async fn drive_turns(
+    address: &str,
+    token: &str,
+    prefix: Option<&str>,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<Run> {
     let body = Bytes::from(format!("{{\"items\":[{USER_ITEM},{ASSISTANT_ITEM}]}}"));
     let mut connections = Vec::new();
     for _ in 0..clients {
@@ -92,17 +114,22 @@ pub(crate) async fn drive(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (client_index, mut connection) in connections.into_iter().enumerate() {
-        let (body, prefix) = (body.clone(), prefix.to_owned());
+        let (body, prefix) = (body.clone(), prefix.map(str::to_owned));
         tasks.push(tokio::spawn(async move {
             let mut state = 0x9E37_79B9_7F4A_7C15_u64 ^ (client_index as u64 + 1);
             let mut latencies = Vec::new();
             while Instant::now() < deadline {
                 let session = next(&mut state) % SESSIONS as u64;
                 let turn = Instant::now();
-                connection.get(&format!("/sessions/{prefix}s{session}/items?limit=50")).await?;
-                connection
-                    .post_json(&format!("/sessions/{prefix}s{session}/items"), body.clone())
-                    .await?;
+                if let Some(prefix) = &prefix {
+                    connection.get(&format!("/sessions/{prefix}s{session}/items?limit=50")).await?;
+                    connection
+                        .post_json(&format!("/sessions/{prefix}s{session}/items"), body.clone())
+                        .await?;
+                } else {
+                    connection.get("/healthz").await?;
+                    connection.get("/healthz").await?;
+                }
                 latencies.push(turn.elapsed());
             }
             anyhow::Ok(latencies)
@@ -277,6 +304,11 @@ pub(crate) fn footprint(pid: u32) -> Option<(u64, u64)> {
     Some((peak_kb, ticks))
 }
 
+/// CPU ticks (1/100 s) a process has used so far (0 if they cannot be read).
+pub(crate) fn cpu_ticks(pid: u32) -> u64 {
+    footprint(pid).map_or(0, |(_, ticks)| ticks)
+}
+
 /// A bearer token for user `bench` that the benchmarked servers accept.
 pub(crate) fn bench_token(database_url: &str) -> anyhow::Result<String> {
     let settings = chatstore_tests::test_settings(database_url, |_| {});
@@ -362,20 +394,26 @@ async fn measure(
         "| items per session | clients | chatstore / floor | chatstore turns/s | p50 | p99 | floor turns/s | floor mean latency |\n|---|---|---|---|---|---|---|---|"
     );
     let mut rows = Vec::new();
+    let mut ceilings = Vec::new();
     let mut requests = 0usize;
-    let mut cpu_ticks = 0;
-    for (&history, floor) in args.histories.iter().zip(floors) {
+    let (mut server_ticks, mut generator_ticks) = (0, 0);
+    for (index, (&history, floor)) in args.histories.iter().zip(floors).enumerate() {
         let floor_name = floor.pg_name().context("a PostgreSQL database")?;
         let prefix = history_prefix(history);
         drive(&server.address, &token, &prefix, 4, Duration::from_secs(1)).await?; // warm-up
         for clients in TURN_CLIENTS {
             let mut run = Run::default();
+            let mut http_alone = Run::default();
             let (mut floor_tps, mut floor_latency_ms) = (0.0, 0.0);
             for _ in 0..args.rounds {
-                let before = footprint(server.pid()).map_or(0, |(_, ticks)| ticks);
+                if index == 0 {
+                    http_alone.absorb(drive_http_alone(&server.address, &token, clients, part).await?);
+                }
+                let before = (cpu_ticks(server.pid()), cpu_ticks(std::process::id()));
                 let part_run = drive(&server.address, &token, &prefix, clients, part).await?;
                 if clients == 64 {
-                    cpu_ticks += footprint(server.pid()).map_or(0, |(_, ticks)| ticks) - before;
+                    server_ticks += cpu_ticks(server.pid()) - before.0;
+                    generator_ticks += cpu_ticks(std::process::id()) - before.1;
                     requests += part_run.turns * 2;
                 }
                 run.absorb(part_run);
@@ -398,11 +436,19 @@ async fn measure(
                 micros(row.ours_p50),
                 micros(row.ours_p99),
             );
+            if index == 0 {
+                ceilings.push(Ceiling {
+                    clients,
+                    http_alone_tps: http_alone.per_second(),
+                    floor_tps,
+                    ours_tps: row.ours_tps,
+                });
+            }
             rows.push(row);
         }
     }
     // Clock ticks are 1/100 s on Linux.
-    let cpu_per_request = cpu_ticks as f64 * 10_000.0 / requests.max(1) as f64;
+    let per_request = |ticks: u64| ticks as f64 * 10_000.0 / requests.max(1) as f64;
     let mut chart = Vec::new();
     for &history in args.histories {
         let at = |value: fn(&TurnRow) -> f64| -> Vec<f64> {
@@ -424,11 +470,61 @@ async fn measure(
     let _ = writeln!(
         report,
         "\nServer footprint after the runs: peak RSS **{peak_mb:.1} MB** (target: under 100 MB); \
-         CPU **{cpu_per_request:.0} µs per request** in the 64-client runs (server process only; \
-         each turn is two requests)."
+         CPU **{:.0} µs per request** in the 64-client runs (server process only; each turn is \
+         two requests), and the load generator's (this process) {:.0} µs.",
+        per_request(server_ticks),
+        per_request(generator_ticks),
     );
+    write_ceilings(report, args.histories[0], &ceilings);
     server.stop();
     Ok(rows)
+}
+
+/// The floor next to an HTTP turn that does nothing, at one client count.
+#[derive(Debug, Clone, Copy)]
+struct Ceiling {
+    clients: usize,
+    http_alone_tps: f64,
+    floor_tps: f64,
+    ours_tps: f64,
+}
+
+impl Ceiling {
+    /// The most turns/s a turn that does both the floor's work and an empty HTTP turn's can
+    /// reach, where the two share the CPU (or, at one client, add their latencies).
+    fn turns_per_second(&self) -> f64 {
+        1.0 / (1.0 / self.floor_tps + 1.0 / self.http_alone_tps)
+    }
+}
+
+fn write_ceilings(report: &mut String, history: usize, ceilings: &[Ceiling]) {
+    let _ = writeln!(
+        report,
+        "\nWhat an HTTP turn costs by itself, measured in the rounds of the {history}-item rows (a third \
+         part of each round, as long as each of the other two): the same clients each sending two \
+         `GET /healthz` a turn (hyper, axum's routing and the \
+         middleware every request passes, with no database, no token to check and no JSON to \
+         read). The server, the load generator and PostgreSQL share this machine's cores, so a \
+         turn that has to do the floor's database work *and* an empty HTTP turn's work can reach \
+         at most 1 / (1 / floor + 1 / HTTP alone) turns/s, whatever the server does in between \
+         (at 1 client, where a turn is waited for rather than crowded, the same sum of \
+         latencies). That ceiling, next to the 0.8x target:\n\n\
+         | clients | HTTP alone turns/s | floor turns/s | ceiling / floor | chatstore / floor | chatstore / ceiling |\n\
+         |---|---|---|---|---|---|"
+    );
+    for ceiling in ceilings {
+        let limit = ceiling.turns_per_second();
+        let _ = writeln!(
+            report,
+            "| {} | {:.0} | {:.0} | **{:.2}x** | {:.2}x | {:.2}x |",
+            ceiling.clients,
+            ceiling.http_alone_tps,
+            ceiling.floor_tps,
+            limit / ceiling.floor_tps,
+            ceiling.ours_tps / ceiling.floor_tps,
+            ceiling.ours_tps / limit,
+        );
+    }
 }
 
 /// `../shared` beside the workspace, or `CHATSTORE_SHARED_DIR`.
