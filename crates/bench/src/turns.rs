@@ -407,7 +407,8 @@ async fn measure(
             let (mut floor_tps, mut floor_latency_ms) = (0.0, 0.0);
             for _ in 0..args.rounds {
                 if index == 0 {
-                    http_alone.absorb(drive_http_alone(&server.address, &token, clients, part).await?);
+                    http_alone
+                        .absorb(drive_http_alone(&server.address, &token, clients, part).await?);
                 }
                 let before = (cpu_ticks(server.pid()), cpu_ticks(std::process::id()));
                 let part_run = drive(&server.address, &token, &prefix, clients, part).await?;
