@@ -465,7 +465,7 @@ was not the limit: the server's CPU was, about 160 µs per request, a third of i
 - **The ceiling an HTTP turn puts on the ratio (a measurement, not a change).** The turn table's 100-item \
   rows now also time an empty HTTP turn (two `GET /healthz` through the same middleware, no database), \
   and with it the most a turn doing both that and the floor's work can reach on these shared cores. In \
-  four short runs (`--turn-histories 100`) on a noisy morning the ceiling came out at **0.80-0.90x** the \
+  six short runs (`--turn-histories 100`) on a noisy morning the ceiling came out at **0.80-0.90x** the \
   floor at every client count, and chatstore at 0.46-0.70x of the ceiling: 0.8x of the floor would need \
   the token check, the JSON, the PostgreSQL protocol and the search indexing together to cost next to \
   nothing beyond an empty request.\n\

@@ -52,8 +52,8 @@ LIMIT $2";
 /// A user's catch-up, on chats it has locked: indexes the ranges (`$1`, a JSON array of
 /// `{user_id, chat_id, after, upto}`) and moves the chats' marks, in one statement. Each range
 /// is read by its own key-range scan (`LATERAL`), whatever the planner guesses of the JSON's
-/// size. (The stall once blamed on a plain join
-/// here was JIT compilation, see `index_postgres`.)
+/// size. (The stall once blamed on a plain join here was JIT compilation, see
+/// `index_postgres`.)
 const INDEX_PG_SQL: &str = "\
 WITH pending AS (
     SELECT * FROM jsonb_to_recordset($1::jsonb)
