@@ -27,6 +27,7 @@ mod m20261130_000008_search_user_gin;
 mod m20261130_000009_search_plpgsql;
 mod m20261130_000010_search_deferred;
 mod m20261201_000011_search_mark_above_base;
+mod m20261205_000012_search_thread_queue;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000009_search_plpgsql::Migration),
             Box::new(m20261130_000010_search_deferred::Migration),
             Box::new(m20261201_000011_search_mark_above_base::Migration),
+            Box::new(m20261205_000012_search_thread_queue::Migration),
         ]
     }
 }

@@ -51,7 +51,7 @@ impl MigrationTrait for Migration {
     }
 }
 
-fn plpgsql_functions() -> Vec<String> {
+pub(crate) fn plpgsql_functions() -> Vec<String> {
     let mut statements = vec![
         "CREATE OR REPLACE FUNCTION chatstore_search_enabled() RETURNS boolean
          LANGUAGE plpgsql STABLE AS $$

@@ -243,7 +243,7 @@ pub(crate) async fn load_sessions_sql(db: &Db, prefix: &str, history: usize) -> 
 /// background after appends: loaded histories are measured with their index built, not
 /// while the server is still building it.
 pub(crate) async fn index_for_search(db: &Db) -> anyhow::Result<()> {
-    while db.search_index().index_batch().await?.chats > 0 {}
+    while db.search_index().index_batch().await?.indexed_any() {}
     Ok(())
 }
 

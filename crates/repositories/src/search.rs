@@ -363,9 +363,16 @@ impl Search<'_> {
             // The rebuild took every stored item: none waits for the background indexer.
             txn.execute_unprepared("UPDATE chats SET search_indexed = position_base + item_count")
                 .await?;
+            if backend == DbBackend::Postgres {
+                txn.execute_unprepared("DELETE FROM search_queue").await?;
+            }
             IndexChange::Rebuilt(rebuilt.rows_affected())
         } else {
             txn.execute_unprepared("DELETE FROM search_entries").await?;
+            if backend == DbBackend::Postgres {
+                // Rows queued before the switch: a rebuild will take their items.
+                txn.execute_unprepared("DELETE FROM search_queue").await?;
+            }
             if backend == DbBackend::Sqlite {
                 txn.execute_unprepared("INSERT INTO search_fts (search_fts) VALUES ('delete-all')")
                     .await?;

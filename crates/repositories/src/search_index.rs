@@ -25,6 +25,16 @@
 //!   last statement to the commit: one round trip.
 //!
 //! On SQLite the process's writer lock does all of this.
+//!
+//! ChatKit thread items are queued instead (PostgreSQL only, migration 000012): their
+//! triggers add a row to `search_queue` in the item's own transaction, and a batch
+//! ([`QUEUED_PG_SQL`]) indexes the queued items and deletes the rows it is done with. It locks
+//! the items it reads (`FOR KEY SHARE SKIP LOCKED`), which only a delete must wait for, so an
+//! item being deleted is never indexed after its entry went; an item skipped that way keeps
+//! its row for the next batch, and one that is gone has its row deleted. An item written again
+//! after the batch read it has a new row, so what the batch wrote is soon written afresh. A
+//! user's catch-up first locks the user's rows (`FOR UPDATE`), waiting for a batch that holds
+//! some, then runs the same statement on them.
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait, Value};
 
@@ -116,6 +126,58 @@ FROM (
 ) AS p
 WHERE c.user_id = p.user_id AND c.chat_id = p.chat_id";
 
+/// Queued ChatKit thread items, at most `$2` rows (of user `$1`, or of anyone when NULL):
+/// indexes the items it can lock, drops the entries of those whose text is now empty, and
+/// deletes the queue rows of the items it indexed and of the items that are gone. Rows of
+/// items that a delete holds stay queued. Entries are written in key order, so two batches
+/// that meet on the same items (two servers, or a batch and a catch-up) wait for each other
+/// rather than deadlock. Answers the rows it took, the entries it wrote and the rows it
+/// deleted.
+const QUEUED_PG_SQL: &str = "\
+WITH queued AS (
+    SELECT user_id, seq, thread_id, item_id FROM search_queue
+    WHERE ($1::text IS NULL OR user_id = $1)
+      AND coalesce((SELECT enabled FROM search_state), TRUE)
+    ORDER BY user_id, seq
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), wanted AS (
+    SELECT DISTINCT user_id, thread_id, item_id FROM queued
+), locked AS (
+    SELECT i.user_id, i.thread_id, i.item_id, i.created_at, chatstore_search_text(i.data) AS body
+    FROM wanted w JOIN chatkit_items i
+      ON i.user_id = w.user_id AND i.thread_id = w.thread_id AND i.item_id = w.item_id
+    FOR KEY SHARE OF i SKIP LOCKED
+), written AS (
+    INSERT INTO search_entries (user_id, kind, conversation_id, item_key, body, created_at)
+    SELECT user_id, 'thread', thread_id, item_id, body, created_at FROM locked WHERE body <> ''
+    ORDER BY user_id, thread_id, item_id
+    ON CONFLICT (user_id, kind, conversation_id, item_key)
+    DO UPDATE SET body = excluded.body, created_at = excluded.created_at
+    RETURNING 1
+), emptied AS (
+    DELETE FROM search_entries e USING locked l
+    WHERE coalesce(l.body, '') = '' AND e.user_id = l.user_id AND e.kind = 'thread'
+      AND e.conversation_id = l.thread_id AND e.item_key = l.item_id
+), done AS (
+    DELETE FROM search_queue q USING queued d
+    WHERE q.user_id = d.user_id AND q.seq = d.seq
+      AND (EXISTS (SELECT 1 FROM locked l WHERE l.user_id = d.user_id
+                     AND l.thread_id = d.thread_id AND l.item_id = d.item_id)
+           OR NOT EXISTS (SELECT 1 FROM chatkit_items i WHERE i.user_id = d.user_id
+                            AND i.thread_id = d.thread_id AND i.item_id = d.item_id))
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM queued) AS queued, (SELECT count(*) FROM written) AS entries,
+       (SELECT count(*) FROM done) AS done";
+
+/// A user's queue rows, locked: waits for a batch that holds some of them.
+const LOCK_USER_QUEUE_PG_SQL: &str =
+    "SELECT seq FROM search_queue WHERE user_id = $1 ORDER BY seq FOR UPDATE";
+
+/// Queue rows indexed by one background batch.
+const BATCH_QUEUED: i64 = 1_000;
+
 /// [`PENDING_PG_SQL`] on SQLite (no locking clause: the writer lock is held).
 const PENDING_SQLITE_SQL: &str = "\
 SELECT user_id, chat_id, search_indexed AS after,
@@ -182,6 +244,8 @@ pub struct IndexBatch {
     pub chats: u64,
     /// Search entries it wrote.
     pub entries: u64,
+    /// Queued ChatKit thread items it took (PostgreSQL only; 0 when none waited).
+    pub queued_items: u64,
     /// Whether it left items waiting that were there when it started: it took as many chats,
     /// or as many items of a chat, as a batch may. Items appended while it ran do not count,
     /// so a server under a steady stream of appends indexes a batch per tick rather than one
@@ -190,12 +254,17 @@ pub struct IndexBatch {
 }
 
 impl IndexBatch {
-    const EMPTY: Self = Self { chats: 0, entries: 0, more_waiting: false };
+    const EMPTY: Self = Self { chats: 0, entries: 0, queued_items: 0, more_waiting: false };
 
     fn of(pending: &[Pending], chats: i64, entries: u64) -> Self {
         let full = i64::try_from(pending.len()).unwrap_or(i64::MAX) >= chats;
         let capped = pending.iter().any(|range| range.upto < range.last);
-        Self { chats: pending.len() as u64, entries, more_waiting: full || capped }
+        Self { chats: pending.len() as u64, entries, queued_items: 0, more_waiting: full || capped }
+    }
+
+    /// Whether it found anything to index: session items or queued thread items.
+    pub fn indexed_any(&self) -> bool {
+        self.chats > 0 || self.queued_items > 0
     }
 }
 
@@ -208,16 +277,67 @@ impl SearchIndex<'_> {
             let batch = self.index(Some(user), i64::MAX).await?;
             indexed += batch.entries;
             if batch.chats == 0 {
-                return Ok(indexed);
+                break;
             }
         }
+        Ok(indexed + self.index_queued(Some(user), i64::MAX).await?.entries)
     }
 
     /// Indexes one batch of any user's waiting items, locking no chat, so appends to them
     /// never wait for it. A range it could not index whole (an item being removed, the chat's
-    /// row busy when the mark would move) waits for the next batch.
+    /// row busy when the mark would move) waits for the next batch; so does a queued thread
+    /// item that a delete holds.
     pub async fn index_batch(&self) -> RepoResult<IndexBatch> {
-        self.index(None, BATCH_CHATS).await
+        let sessions = self.index(None, BATCH_CHATS).await?;
+        let threads = self.index_queued(None, BATCH_QUEUED).await?;
+        Ok(IndexBatch {
+            entries: sessions.entries + threads.entries,
+            queued_items: threads.queued_items,
+            more_waiting: sessions.more_waiting || threads.more_waiting,
+            ..sessions
+        })
+    }
+
+    /// Indexes up to `rows` queued ChatKit thread items (of `user`, or of anyone), on
+    /// PostgreSQL; SQLite's triggers index them as they are written. A user's catch-up first
+    /// waits for the batches holding any of the user's rows, so that what they were indexing
+    /// is in the index when it returns (see the module's comment).
+    async fn index_queued(&self, user: Option<&str>, rows: i64) -> RepoResult<IndexBatch> {
+        if self.db.db_backend() != DbBackend::Postgres {
+            return Ok(IndexBatch::EMPTY);
+        }
+        let txn = self.db.connection().begin().await?;
+        // As in `index_postgres`: the planner's guess of the queue's size may pass the JIT's
+        // threshold.
+        txn.execute_unprepared("SET LOCAL jit = off").await?;
+        if let Some(user) = user {
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                LOCK_USER_QUEUE_PG_SQL,
+                [user.into()],
+            ))
+            .await?;
+        }
+        let values: [Value; 2] = [user.map(str::to_owned).into(), rows.into()];
+        let row = txn
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                QUEUED_PG_SQL,
+                values,
+            ))
+            .await?
+            .ok_or_else(|| RepoError::Invalid("the queue's statement answered no row".into()))?;
+        txn.commit().await?;
+        let count = |column: &str| -> RepoResult<u64> {
+            Ok(u64::try_from(row.try_get::<i64>("", column)?).unwrap_or(0))
+        };
+        let queued_items = count("queued")?;
+        Ok(IndexBatch {
+            chats: 0,
+            entries: count("entries")?,
+            queued_items,
+            more_waiting: user.is_none() && i64::try_from(queued_items).unwrap_or(i64::MAX) >= rows,
+        })
     }
 
     async fn index(&self, user: Option<&str>, chats: i64) -> RepoResult<IndexBatch> {

@@ -226,6 +226,14 @@ async fn erase_empties_every_user_table_of_the_caller_only(backend: Backend) {
         // background indexer changes no count between the two looks below.
         for user in ["alice", "bob"] {
             assert!(app.db.search().entry_count(user).await.unwrap() > 0);
+            // One more thread item each, which on PostgreSQL waits in `search_queue` (with the
+            // background idle between the looks), so erasure is seen to empty the queue too.
+            let item = json!({"id": "msg_queued", "thread_id": "thr_1", "type": "user_message",
+                              "created_at": "2025-10-06T12:00:05Z", "attachments": [],
+                              "content": [{"type": "input_text", "text": "still queued"}],
+                              "inference_options": {}});
+            let added = app.post("/threads/thr_1/items", user, &item.to_string()).await;
+            assert_eq!(added.status, 201, "{}", added.text);
         }
         let tables = catalogue(app).await;
         let mut before = Vec::new();

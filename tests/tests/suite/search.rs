@@ -680,6 +680,142 @@ async fn the_background_batch_waits_for_no_append_and_skips_what_a_removal_holds
     .await;
 }
 
+/// `user`'s ChatKit thread items whose entry is wrong or missing on PostgreSQL: entries of
+/// items that are gone or whose text differs, and items with text but no entry.
+async fn thread_index_mismatches(app: &TestApp, user: &str) -> (i64, i64) {
+    let wrong = count_of(
+        app,
+        "SELECT count(*) AS n FROM search_entries e
+         LEFT JOIN chatkit_items i ON i.user_id = e.user_id
+          AND i.thread_id = e.conversation_id AND i.item_id = e.item_key
+         WHERE e.user_id = $1 AND e.kind = 'thread' AND e.item_key <> ''
+           AND (i.item_id IS NULL OR chatstore_search_text(i.data) IS DISTINCT FROM e.body)",
+        user,
+    )
+    .await;
+    let missing = count_of(
+        app,
+        "SELECT count(*) AS n FROM chatkit_items i
+         LEFT JOIN search_entries e ON e.user_id = i.user_id AND e.kind = 'thread'
+          AND e.conversation_id = i.thread_id AND e.item_key = i.item_id
+         WHERE i.user_id = $1 AND chatstore_search_text(i.data) <> '' AND e.item_key IS NULL",
+        user,
+    )
+    .await;
+    (wrong, missing)
+}
+
+async fn queued_rows(app: &TestApp, user: &str) -> i64 {
+    count_of(app, "SELECT count(*) AS n FROM search_queue WHERE user_id = $1", user).await
+}
+
+/// On PostgreSQL a thread item's write only queues it; the background batch indexes what it
+/// can lock, keeps the row of an item a delete holds (and never waits for it), drops the
+/// entry of an item whose text is gone, and the row of an item deleted before it came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_thread_items_are_indexed_in_batches_skipping_what_a_delete_holds() {
+    use repositories::sea_orm::TransactionTrait;
+    with_app(Backend::Postgres, async |app| {
+        assert_eq!(put(app, "/threads/t1", "alice", &thread("t1", Some("Trip"))).await.status, 200);
+        for (id, text) in [("i1", "tram one"), ("i2", "tram two"), ("i3", "tram three")] {
+            let item = user_message(id, "t1", text);
+            assert_eq!(app.post("/threads/t1/items", "alice", &item.to_string()).await.status, 201);
+        }
+        assert_eq!(queued_rows(app, "alice").await, 3);
+        assert_eq!(stored_entries(app, "alice").await, 1, "the title only");
+
+        let deleting = app.db.connection().begin().await.unwrap();
+        deleting
+            .execute_unprepared(
+                "SELECT 1 FROM chatkit_items \
+                 WHERE user_id = 'alice' AND thread_id = 't1' AND item_id = 'i2' FOR UPDATE",
+            )
+            .await
+            .unwrap();
+        let batch =
+            tokio::time::timeout(Duration::from_secs(10), app.db.search_index().index_batch())
+                .await
+                .expect("the batch waited for a held item")
+                .unwrap();
+        assert_eq!((batch.queued_items, batch.entries), (3, 2));
+        assert_eq!(queued_rows(app, "alice").await, 1, "the held item's row stays");
+        assert_eq!(stored_entries(app, "alice").await, 3);
+        deleting.rollback().await.unwrap();
+        let batch = app.db.search_index().index_batch().await.unwrap();
+        assert_eq!((batch.queued_items, batch.entries), (1, 1));
+        assert_eq!(queued_rows(app, "alice").await, 0);
+        assert_eq!(thread_index_mismatches(app, "alice").await, (0, 0));
+
+        // Saved again without text: the entry goes with the batch.
+        let mut silent = user_message("i1", "t1", "");
+        silent["content"] = json!([]);
+        assert_eq!(put(app, "/threads/t1/items/i1", "alice", &silent).await.status, 200);
+        assert_eq!(stored_entries(app, "alice").await, 4, "not yet");
+        let batch = app.db.search_index().index_batch().await.unwrap();
+        assert_eq!((batch.queued_items, batch.entries), (1, 0));
+        assert_eq!(stored_entries(app, "alice").await, 3);
+
+        // Deleted while queued: no entry, and the row is dropped.
+        let item = user_message("i4", "t1", "tram four");
+        assert_eq!(app.post("/threads/t1/items", "alice", &item.to_string()).await.status, 201);
+        assert_eq!(app.delete("/threads/t1/items/i4", "alice").await.status, 204);
+        let batch = app.db.search_index().index_batch().await.unwrap();
+        assert_eq!((batch.queued_items, batch.entries), (1, 0));
+        assert_eq!(queued_rows(app, "alice").await, 0);
+        assert_eq!(thread_index_mismatches(app, "alice").await, (0, 0));
+        assert!(!app.db.search_index().index_batch().await.unwrap().indexed_any());
+        assert_eq!(found(app, "alice", "tram").await.len(), 2);
+    })
+    .await;
+}
+
+/// ChatKit turns, item rewrites and deletes from several clients while the background indexes
+/// every few milliseconds: once the queue is empty the index holds exactly the thread items
+/// there are, with their current text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_thread_index_matches_the_items_after_concurrent_writes_and_deletes() {
+    with_database(Backend::Postgres, async |database| {
+        let mut app =
+            TestApp::spawn(database, |settings| settings.search.index_interval_ms = 2).await;
+        let writers = (0..4).map(|writer| {
+            let app = &app;
+            async move {
+                let thread_id = format!("t{}", writer % 2);
+                let created =
+                    put(app, &format!("/threads/{thread_id}"), "alice", &thread(&thread_id, None))
+                        .await;
+                assert_eq!(created.status, 200, "{}", created.text);
+                for n in 0..25 {
+                    let id = format!("w{writer}n{n}");
+                    let item = user_message(&id, &thread_id, &format!("wren writer{writer} n{n}"));
+                    let path = format!("/threads/{thread_id}/items");
+                    let added = app.post(&path, "alice", &item.to_string()).await;
+                    assert_eq!(added.status, 201, "{}", added.text);
+                    if n % 3 == 0 {
+                        let again = user_message(&id, &thread_id, &format!("heron rewritten {n}"));
+                        let saved = put(app, &format!("{path}/{id}"), "alice", &again).await;
+                        assert_eq!(saved.status, 200, "{}", saved.text);
+                    }
+                    if n % 4 == 1 {
+                        let deleted = app.delete(&format!("{path}/{id}"), "alice").await;
+                        assert_eq!(deleted.status, 204, "{}", deleted.text);
+                    }
+                }
+            }
+        });
+        futures::future::join_all(writers).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while queued_rows(&app, "alice").await > 0 {
+            assert!(Instant::now() < deadline, "the queue was never emptied");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(thread_index_mismatches(&app, "alice").await, (0, 0));
+        assert!(stored_entries(&app, "alice").await > 0);
+        app.stop().await.unwrap();
+    })
+    .await;
+}
+
 dual_backend_tests!(
     session_writes_keep_the_index_in_step,
     thread_writes_keep_the_index_in_step,

@@ -17,7 +17,9 @@ mod kinds;
 mod memory;
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query, UnionType};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait, Value};
+use sea_orm::{
+    ConnectionTrait, DatabaseTransaction, DbBackend, Statement, TransactionTrait, Value,
+};
 
 use crate::{Db, RepoResult};
 
@@ -147,6 +149,15 @@ pub(crate) async fn erase_in(txn: &DatabaseTransaction, user: &str) -> RepoResul
             .and_where(Expr::col("user_id").eq(user))
             .to_owned();
         deleted += txn.execute(&statement).await?.rows_affected();
+    }
+    if txn.get_database_backend() == DbBackend::Postgres {
+        // Thread items still queued for search (migration 000012): bookkeeping, not records.
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "DELETE FROM search_queue WHERE user_id = $1",
+            [user.into()],
+        ))
+        .await?;
     }
     Ok(deleted)
 }
