@@ -12,7 +12,10 @@
 //! - `search_queue`: one row per item insert or update, written by the items' triggers in the
 //!   same transaction as the item (so nothing committed is ever missed), keyed by user so a
 //!   search can index what of its user's still waits. An insert is one small row and one
-//!   B-tree entry, no JSON and no `tsvector`.
+//!   B-tree entry, no JSON and no `tsvector`. It names the item by its `seq`, the items'
+//!   primary key, which no other index of theirs begins with, so the indexer's lookups use
+//!   that key whatever the planner knows of the table (by the item's id, it chose the
+//!   thread's index and scanned the thread).
 //! - The server consumes it in batches (`repositories::SearchIndex`), and a search first
 //!   consumes its user's rows, as it does for session items.
 //! - Deleting an item still deletes its entries at once (the delete trigger is unchanged).
@@ -29,11 +32,11 @@ use crate::m20261130_000009_search_plpgsql::plpgsql_functions;
 pub(crate) struct Migration;
 
 /// What the insert and the update trigger both do: queue the written items, unless search is
-/// switched off (switching it on rebuilds the index from every stored item). An update never
-/// changes an item's key (the upsert's conflict target is the key), so the new rows say all.
+/// switched off (switching it on rebuilds the index from every stored item). An update keeps
+/// the item's key and `seq` (the upsert's conflict target is the key), so the new rows say all.
 const ENQUEUE: &str = "\
-INSERT INTO search_queue (user_id, thread_id, item_id)
-SELECT user_id, thread_id, item_id FROM added
+INSERT INTO search_queue (user_id, item_seq)
+SELECT user_id, seq FROM added
 WHERE coalesce((SELECT enabled FROM search_state), TRUE);";
 
 #[async_trait::async_trait]
@@ -46,8 +49,7 @@ impl MigrationTrait for Migration {
             "CREATE TABLE search_queue (
                 user_id text NOT NULL,
                 seq bigint GENERATED ALWAYS AS IDENTITY,
-                thread_id text NOT NULL,
-                item_id text NOT NULL,
+                item_seq bigint NOT NULL,
                 PRIMARY KEY (user_id, seq)
             )"
             .to_owned(),
@@ -69,9 +71,8 @@ impl MigrationTrait for Migration {
         let mut statements = vec![
             "INSERT INTO search_entries (user_id, kind, conversation_id, item_key, body, created_at)
              SELECT i.user_id, 'thread', i.thread_id, i.item_id, t.body, i.created_at
-             FROM (SELECT DISTINCT user_id, thread_id, item_id FROM search_queue) q
-             JOIN chatkit_items i
-               ON i.user_id = q.user_id AND i.thread_id = q.thread_id AND i.item_id = q.item_id
+             FROM (SELECT DISTINCT item_seq FROM search_queue) q
+             JOIN chatkit_items i ON i.seq = q.item_seq
              CROSS JOIN LATERAL (SELECT chatstore_search_text(i.data) AS body) AS t
              WHERE t.body <> '' AND coalesce((SELECT enabled FROM search_state), TRUE)
              ON CONFLICT (user_id, kind, conversation_id, item_key)

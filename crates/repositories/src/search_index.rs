@@ -131,23 +131,27 @@ WHERE c.user_id = p.user_id AND c.chat_id = p.chat_id";
 /// deletes the queue rows of the items it indexed and of the items that are gone. Rows of
 /// items that a delete holds stay queued. Entries are written in key order, so two batches
 /// that meet on the same items (two servers, or a batch and a catch-up) wait for each other
-/// rather than deadlock. Answers the rows it took, the entries it wrote and the rows it
-/// deleted.
+/// rather than deadlock. Each item is read by its own primary-key lookup (`LATERAL`, by
+/// `seq`) and each row deleted by its address (`ctid`, stable while the row is locked): left
+/// to the planner, a batch of a hundred rows was a hash join over every item and every queue
+/// row, dead ones included. Answers the rows it took, the entries it wrote and the rows it deleted.
 const QUEUED_PG_SQL: &str = "\
 WITH queued AS (
-    SELECT user_id, seq, thread_id, item_id FROM search_queue
+    SELECT ctid AS row, user_id, item_seq FROM search_queue
     WHERE ($1::text IS NULL OR user_id = $1)
       AND coalesce((SELECT enabled FROM search_state), TRUE)
     ORDER BY user_id, seq
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ), wanted AS (
-    SELECT DISTINCT user_id, thread_id, item_id FROM queued
+    SELECT DISTINCT user_id, item_seq FROM queued
 ), locked AS (
-    SELECT i.user_id, i.thread_id, i.item_id, i.created_at, chatstore_search_text(i.data) AS body
-    FROM wanted w JOIN chatkit_items i
-      ON i.user_id = w.user_id AND i.thread_id = w.thread_id AND i.item_id = w.item_id
-    FOR KEY SHARE OF i SKIP LOCKED
+    SELECT i.* FROM wanted w CROSS JOIN LATERAL (
+        SELECT seq, user_id, thread_id, item_id, created_at, chatstore_search_text(data) AS body
+        FROM chatkit_items
+        WHERE seq = w.item_seq AND user_id = w.user_id
+        FOR KEY SHARE SKIP LOCKED
+    ) AS i
 ), written AS (
     INSERT INTO search_entries (user_id, kind, conversation_id, item_key, body, created_at)
     SELECT user_id, 'thread', thread_id, item_id, body, created_at FROM locked WHERE body <> ''
@@ -160,12 +164,10 @@ WITH queued AS (
     WHERE coalesce(l.body, '') = '' AND e.user_id = l.user_id AND e.kind = 'thread'
       AND e.conversation_id = l.thread_id AND e.item_key = l.item_id
 ), done AS (
-    DELETE FROM search_queue q USING queued d
-    WHERE q.user_id = d.user_id AND q.seq = d.seq
-      AND (EXISTS (SELECT 1 FROM locked l WHERE l.user_id = d.user_id
-                     AND l.thread_id = d.thread_id AND l.item_id = d.item_id)
-           OR NOT EXISTS (SELECT 1 FROM chatkit_items i WHERE i.user_id = d.user_id
-                            AND i.thread_id = d.thread_id AND i.item_id = d.item_id))
+    DELETE FROM search_queue WHERE ctid = ANY (ARRAY(
+        SELECT d.row FROM queued d
+        WHERE d.item_seq IN (SELECT seq FROM locked)
+           OR NOT EXISTS (SELECT 1 FROM chatkit_items i WHERE i.seq = d.item_seq)))
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM queued) AS queued, (SELECT count(*) FROM written) AS entries,
