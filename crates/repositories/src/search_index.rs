@@ -134,7 +134,8 @@ WHERE c.user_id = p.user_id AND c.chat_id = p.chat_id";
 /// rather than deadlock. Each item is read by its own primary-key lookup (`LATERAL`, by
 /// `seq`) and each row deleted by its address (`ctid`, stable while the row is locked): left
 /// to the planner, a batch of a hundred rows was a hash join over every item and every queue
-/// row, dead ones included. Answers the rows it took, the entries it wrote and the rows it deleted.
+/// row, dead ones included. Answers the rows it took, the entries it wrote and the rows it
+/// deleted.
 const QUEUED_PG_SQL: &str = "\
 WITH queued AS (
     SELECT ctid AS row, user_id, item_seq FROM search_queue
