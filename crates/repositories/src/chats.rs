@@ -163,8 +163,7 @@ impl Chats<'_> {
         let now = now();
         let count =
             i64::try_from(items.len()).map_err(|_| RepoError::Invalid("too many items".into()))?;
-        let _writer = self.db.write_guard().await;
-        let txn = self.db.connection().begin().await?;
+        let (_writer, txn) = self.db.begin_write().await?;
         let insert = chat_insert(user, chat_id, title.clone(), count, now, &metadata, &tags)?
             .on_conflict(
                 sea_orm::sea_query::OnConflict::columns([
@@ -276,8 +275,7 @@ impl Chats<'_> {
         changes: ChatChanges<'_>,
     ) -> RepoResult<ChatWithItems> {
         let now = now();
-        let _writer = self.db.write_guard().await;
-        let txn = self.db.connection().begin().await?;
+        let (_writer, txn) = self.db.begin_write().await?;
         let locked =
             chat::Entity::find_by_id(key(user, chat_id)).lock_exclusive().one(&txn).await?;
         if locked.is_none() {

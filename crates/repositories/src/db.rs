@@ -7,7 +7,10 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::sqlx::{Postgres, Sqlite};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, sqlx};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, TransactionTrait,
+    sqlx,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::Mutex;
@@ -317,6 +320,22 @@ impl Db {
             Some(lock) => Some(lock.lock().await),
             None => None,
         }
+    }
+
+    /// A transaction that writes: the process's writer lock (see [`Db::write_guard`]), then
+    /// the transaction. On SQLite it starts with a write, so that it takes the file's write
+    /// lock at once (waiting out another process's writer for up to the busy timeout) rather
+    /// than at its first real write, where a commit by another process since its first read
+    /// would fail it at once with "database is locked" (`SQLITE_BUSY_SNAPSHOT`).
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> RepoResult<(Option<tokio::sync::MutexGuard<'_, ()>>, sea_orm::DatabaseTransaction)> {
+        let writer = self.write_guard().await;
+        let txn = self.connection().begin().await?;
+        if self.db_backend() == DbBackend::Sqlite {
+            txn.execute_unprepared("UPDATE search_state SET enabled = enabled WHERE 0").await?;
+        }
+        Ok((writer, txn))
     }
 }
 

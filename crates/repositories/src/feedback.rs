@@ -2,7 +2,7 @@
 
 use entity::{chatkit_item, chatkit_item_feedback, chatkit_thread};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::sessions::now;
 use crate::{Db, RepoError, RepoResult};
@@ -51,8 +51,7 @@ impl Feedback<'_> {
                 return Err(RepoError::Invalid("ids must be non-empty and without NUL".into()));
             }
         }
-        let _writer = self.db.write_guard().await;
-        let txn = self.db.connection().begin().await?;
+        let (_writer, txn) = self.db.begin_write().await?;
         // The thread row first, as every item writer does, so none of them can deadlock with
         // this; while it is share-locked, neither the thread nor its items can be deleted.
         let thread = chatkit_thread::Entity::find_by_id((user.to_owned(), thread_id.to_owned()))

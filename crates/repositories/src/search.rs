@@ -13,7 +13,7 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait, Value};
+use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
 
 use crate::{Db, Page, RepoError, RepoResult};
 
@@ -332,8 +332,7 @@ impl Search<'_> {
     /// missed by a rebuild: change the setting with one server running.
     pub async fn configure(&self, enabled: bool) -> RepoResult<IndexChange> {
         let backend = self.db.db_backend();
-        let _writer = self.db.write_guard().await;
-        let txn = self.db.connection().begin().await?;
+        let (_writer, txn) = self.db.begin_write().await?;
         let state = txn
             .query_one_raw(Statement::from_string(backend, "SELECT enabled FROM search_state"))
             .await?

@@ -388,12 +388,8 @@ impl SearchIndex<'_> {
     }
 
     async fn index_sqlite(&self, user: Option<&str>, chats: i64) -> RepoResult<IndexBatch> {
-        let _writer = self.db.write_guard().await;
-        let txn = self.db.connection().begin().await?;
-        // A write first, so the transaction takes the file's write lock now (waiting out
-        // another process's writer) rather than at its first real write, when a commit by
-        // another process since its first read would fail it (`SQLITE_BUSY_SNAPSHOT`).
-        txn.execute_unprepared("UPDATE search_state SET enabled = enabled WHERE 0").await?;
+        // Takes the file's write lock at once (see `Db::begin_write`).
+        let (_writer, txn) = self.db.begin_write().await?;
         let pending = pending(&txn, DbBackend::Sqlite, PENDING_SQLITE_SQL, user, chats).await?;
         if pending.is_empty() {
             txn.commit().await?;

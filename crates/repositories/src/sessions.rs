@@ -810,8 +810,7 @@ impl Sessions<'_> {
 
     /// Removes and returns the newest item; `None` when the session is empty or unknown.
     pub async fn pop_item(&self, user: &str, session: &str) -> RepoResult<Option<String>> {
-        let _writer = self.db.write_guard().await;
-        let txn = self.db.connection().begin().await?;
+        let (_writer, txn) = self.db.begin_write().await?;
         // Concurrent pops queue on the chat's row, so each claims a different item.
         let Some((base, count)) = lock_item_range(&txn, user, session).await? else {
             return Ok(None);
@@ -840,8 +839,7 @@ impl Sessions<'_> {
 
     /// Removes every item of the session; the chat itself stays. Unknown sessions are a no-op.
     pub async fn clear(&self, user: &str, session: &str) -> RepoResult<()> {
-        let _writer = self.db.write_guard().await;
-        let txn = self.db.connection().begin().await?;
+        let (_writer, txn) = self.db.begin_write().await?;
         let locked =
             chat::Entity::find_by_id(chat_key(user, session)).lock_exclusive().one(&txn).await?;
         if locked.is_none() {

@@ -7,7 +7,7 @@ use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QuerySelect, QueryTrait,
-    Select, Statement, TransactionTrait,
+    Select, Statement,
 };
 
 use super::objects::{check_id, check_ids, invalid};
@@ -42,8 +42,7 @@ impl DbStore {
         edit: impl FnOnce(&mut serde_json::Value),
     ) -> RepoResult<StoredThread> {
         check_ids(&[("thread id", thread_id), ("user id", user)])?;
-        let _writer = self.db.write_guard().await;
-        let txn = self.db.connection().begin().await?;
+        let (_writer, txn) = self.db.begin_write().await?;
         let current: Option<String> =
             chatkit_thread::Entity::find_by_id((user.to_owned(), thread_id.to_owned()))
                 .select_only()
@@ -209,8 +208,7 @@ impl DbStore {
         if let Some(created) = self.upsert_item_on_held(&stored, user).await {
             return Ok(Saved { stored, created: created? });
         }
-        let _writer = self.db.write_guard().await;
-        let txn = self.db.connection().begin().await?;
+        let (_writer, txn) = self.db.begin_write().await?;
         lock_thread(&txn, user, thread_id, Lock::Shared).await?;
         let created = put_item(&txn, user, &stored).await?;
         txn.commit().await?;
@@ -352,8 +350,7 @@ impl Store for DbStore {
         check_ids(&[("user id", user)])?;
         let stored = StoredThread::parse(thread)?;
         let now = now();
-        let _writer = self.db.write_guard().await;
-        let txn = self.db.connection().begin().await?;
+        let (_writer, txn) = self.db.begin_write().await?;
         let existing: Option<String> =
             chatkit_thread::Entity::find_by_id((user.to_owned(), stored.id.clone()))
                 .select_only()
@@ -419,8 +416,7 @@ impl Store for DbStore {
     ) -> RepoResult<Saved<StoredAttachment>> {
         check_ids(&[("user id", user)])?;
         let stored = StoredAttachment::parse(attachment)?;
-        let _writer = self.db.write_guard().await;
-        let txn = self.db.connection().begin().await?;
+        let (_writer, txn) = self.db.begin_write().await?;
         let created = put_attachment(&txn, user, &stored).await?;
         txn.commit().await?;
         Ok(Saved { stored, created })
@@ -441,8 +437,7 @@ impl Store for DbStore {
 
     async fn delete_attachment(&self, attachment_id: &str, user: &str) -> RepoResult<()> {
         check_ids(&[("attachment id", attachment_id), ("user id", user)])?;
-        let _writer = self.db.write_guard().await;
-        let txn = self.db.connection().begin().await?;
+        let (_writer, txn) = self.db.begin_write().await?;
         // The foreign key cascades too; deleting the bytes first does not depend on it.
         chatkit_attachment_content::Entity::delete_many()
             .filter(chatkit_attachment_content::Column::UserId.eq(user))

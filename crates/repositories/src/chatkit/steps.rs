@@ -2,7 +2,7 @@
 //! statement, so that neither a crash nor a concurrent request ever finds a step half done.
 
 use entity::chatkit_item;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
 use super::objects::{check_ids, invalid};
 use super::queries::{Lock, items_page_query, lock_thread, put_attachment, put_item, thread_of};
@@ -41,8 +41,7 @@ impl DbStore {
         {
             return Ok(Saved { stored, created: created? });
         }
-        let _writer = self.db().write_guard().await;
-        let txn = self.db().connection().begin().await?;
+        let (_writer, txn) = self.db().begin_write().await?;
         lock_thread(&txn, user, thread_id, Lock::Shared).await?;
         for attachment in &attachments {
             put_attachment(&txn, user, attachment).await?;
@@ -96,8 +95,7 @@ impl DbStore {
         if count == 0 {
             return Err(invalid("count must be at least 1".into()));
         }
-        let _writer = self.db().write_guard().await;
-        let txn = self.db().connection().begin().await?;
+        let (_writer, txn) = self.db().begin_write().await?;
         lock_thread(&txn, user, thread_id, Lock::Exclusive).await?;
         let newest: Vec<StoredItem> = items_page_query(user, thread_id, None, Order::Desc, count)
             .all(&txn)

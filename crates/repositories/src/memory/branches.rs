@@ -1,7 +1,7 @@
 //! Branches: fork, list, delete, and the writes of a branch's own items.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm::ConnectionTrait;
 
 use super::{
     LineItem, LineState, Memory, Window, claim, insert_branch_items, int, line_state, read_range,
@@ -172,8 +172,7 @@ impl Memory<'_> {
         turn: i64,
         name: &str,
     ) -> RepoResult<BranchInfo> {
-        let _writer = self.db.write_guard().await;
-        let txn = self.db.connection().begin().await?;
+        let (_writer, txn) = self.db.begin_write().await?;
         // Locks the chat (whose turn starts this may extend), then the source line, so the
         // turn cannot move.
         if claim(&txn, user, chat, Line::Main, None, 0).await?.is_none() {
@@ -249,8 +248,7 @@ impl Memory<'_> {
     /// Main and every live branch, oldest first, with their item and turn counts.
     pub async fn branches(&self, user: &str, chat: &str) -> RepoResult<Vec<BranchInfo>> {
         // Counting turns may extend main's turn starts: under the chat's lock.
-        let _writer = self.db.write_guard().await;
-        let txn = self.db.connection().begin().await?;
+        let (_writer, txn) = self.db.begin_write().await?;
         claim(&txn, user, chat, Line::Main, None, 0).await?;
         let main = line_state(&txn, user, chat, Line::Main).await?;
         let mut lines: Vec<(String, LineState, DateTime<Utc>)> = Vec::new();
@@ -294,8 +292,7 @@ impl Memory<'_> {
         if name == MAIN_BRANCH {
             return Err(RepoError::Invalid("the 'main' branch cannot be deleted".into()));
         }
-        let _writer = self.db.write_guard().await;
-        let txn = self.db.connection().begin().await?;
+        let (_writer, txn) = self.db.begin_write().await?;
         if claim(&txn, user, chat, Line::Branch(name), None, 1).await?.is_none() {
             return Err(RepoError::NotFound(format!("no branch {name:?}")));
         }
@@ -315,8 +312,7 @@ impl Memory<'_> {
     /// Empties the whole session as the SDK's `AdvancedSQLiteSession.clear_session` does:
     /// main's items, every branch's items and all usage; branch names stay reserved.
     pub async fn clear_all(&self, user: &str, chat: &str) -> RepoResult<()> {
-        let _writer = self.db.write_guard().await;
-        let txn = self.db.connection().begin().await?;
+        let (_writer, txn) = self.db.begin_write().await?;
         if claim(&txn, user, chat, Line::Main, None, 1).await?.is_none() {
             return Ok(());
         }
@@ -347,8 +343,7 @@ impl Memory<'_> {
         if items.is_empty() {
             return Ok(0);
         }
-        let _writer = self.db.write_guard().await;
-        let txn = self.db.connection().begin().await?;
+        let (_writer, txn) = self.db.begin_write().await?;
         let Some(mut state) = claim(&txn, user, chat, Line::Branch(name), None, 1).await? else {
             return Err(RepoError::NotFound(format!("no branch {name:?}")));
         };
@@ -367,8 +362,7 @@ impl Memory<'_> {
         chat: &str,
         name: &str,
     ) -> RepoResult<Option<String>> {
-        let _writer = self.db.write_guard().await;
-        let txn = self.db.connection().begin().await?;
+        let (_writer, txn) = self.db.begin_write().await?;
         let Some(mut state) = claim(&txn, user, chat, Line::Branch(name), None, 1).await? else {
             return Err(RepoError::NotFound(format!("no branch {name:?}")));
         };
@@ -410,8 +404,7 @@ impl Memory<'_> {
 
     /// Removes every item of a branch (main keeps the ones it shared).
     pub async fn clear_branch(&self, user: &str, chat: &str, name: &str) -> RepoResult<()> {
-        let _writer = self.db.write_guard().await;
-        let txn = self.db.connection().begin().await?;
+        let (_writer, txn) = self.db.begin_write().await?;
         let Some(mut state) = claim(&txn, user, chat, Line::Branch(name), None, 1).await? else {
             return Err(RepoError::NotFound(format!("no branch {name:?}")));
         };

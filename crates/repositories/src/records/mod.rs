@@ -17,9 +17,7 @@ mod kinds;
 mod memory;
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query, UnionType};
-use sea_orm::{
-    ConnectionTrait, DatabaseTransaction, DbBackend, Statement, TransactionTrait, Value,
-};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement, Value};
 
 use crate::{Db, RepoResult};
 
@@ -178,8 +176,7 @@ impl<'a> Records<'a> {
     /// Erases every record of `user`, in one transaction: all of it or (on failure) none.
     /// Returns how many rows went.
     pub async fn erase(&self, user: &str) -> RepoResult<u64> {
-        let _writer = self.db.write_guard().await;
-        let txn = self.db.connection().begin().await?;
+        let (_writer, txn) = self.db.begin_write().await?;
         let deleted = erase_in(&txn, user).await?;
         txn.commit().await?;
         Ok(deleted)
