@@ -362,22 +362,20 @@ impl Search<'_> {
             // The rebuild took every stored item: none waits for the background indexer.
             txn.execute_unprepared("UPDATE chats SET search_indexed = position_base + item_count")
                 .await?;
-            if backend == DbBackend::Postgres {
-                txn.execute_unprepared("DELETE FROM search_queue").await?;
-            }
             IndexChange::Rebuilt(rebuilt.rows_affected())
         } else {
             txn.execute_unprepared("DELETE FROM search_entries").await?;
-            if backend == DbBackend::Postgres {
-                // Rows queued before the switch: a rebuild will take their items.
-                txn.execute_unprepared("DELETE FROM search_queue").await?;
-            }
             if backend == DbBackend::Sqlite {
                 txn.execute_unprepared("INSERT INTO search_fts (search_fts) VALUES ('delete-all')")
                     .await?;
             }
             IndexChange::Emptied
         };
+        if backend == DbBackend::Postgres {
+            // Thread items queued for search (migration 000012): a rebuild took them all, and
+            // switched off, the index is empty and the next rebuild will take them.
+            txn.execute_unprepared("DELETE FROM search_queue").await?;
+        }
         txn.commit().await?;
         Ok(change)
     }

@@ -1,7 +1,7 @@
 //! Writing records into a user's namespace: one transaction for a whole import, so a bad
 //! record anywhere leaves nothing of it behind.
 
-use sea_orm::{DatabaseTransaction, TransactionTrait};
+use sea_orm::DatabaseTransaction;
 use serde::Deserialize;
 use tokio::sync::MutexGuard;
 
@@ -35,8 +35,7 @@ struct Kind<'a> {
 
 impl<'a> Importer<'a> {
     pub(super) async fn open(db: &'a Db, user: &str) -> RepoResult<Self> {
-        let writer = db.write_guard().await;
-        let txn = db.connection().begin().await?;
+        let (writer, txn) = db.begin_write().await?;
         Ok(Self {
             txn,
             user: user.to_owned(),
