@@ -40,6 +40,8 @@ pub struct Metrics {
     pool_connections: Gauge,
     pool_idle: Gauge,
     retention_deleted: Family<RetentionLabels, Counter>,
+    index_batches: Counter,
+    indexed_entries: Counter,
 }
 
 impl Default for Metrics {
@@ -73,7 +75,28 @@ impl Default for Metrics {
             "Conversations deleted for good by the retention sweeper",
             retention_deleted.clone(),
         );
-        Self { registry, requests, durations, pool_connections, pool_idle, retention_deleted }
+        let index_batches = Counter::default();
+        registry.register(
+            "search_index_batches",
+            "Batches the background search indexer ran (none while nothing is written)",
+            index_batches.clone(),
+        );
+        let indexed_entries = Counter::default();
+        registry.register(
+            "search_indexed_entries",
+            "Search entries written by the background indexer",
+            indexed_entries.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            durations,
+            pool_connections,
+            pool_idle,
+            retention_deleted,
+            index_batches,
+            indexed_entries,
+        }
     }
 }
 
@@ -82,6 +105,12 @@ impl Metrics {
     /// (`idle_days`, `inactive_days`) removed.
     pub fn count_retention(&self, kind: &'static str, rule: &'static str, deleted: u64) {
         self.retention_deleted.get_or_create(&RetentionLabels { kind, rule }).inc_by(deleted);
+    }
+
+    /// Counts one background indexing batch, which wrote `entries` search entries.
+    pub fn count_index_batch(&self, entries: u64) {
+        self.index_batches.inc();
+        self.indexed_entries.inc_by(entries);
     }
 
     /// The Prometheus text exposition of every metric, with the pool gauges read now.

@@ -201,8 +201,9 @@ pub struct SearchSettings {
     /// start: switching off empties the index, switching back on rebuilds it from every stored
     /// conversation. Off, `GET /search` answers `404`.
     pub enabled: bool,
-    /// How often appended session items are indexed (they are indexed after their append,
-    /// in batches; a search first indexes its user's waiting items itself).
+    /// How often what was written is indexed while writes come in (session items, and
+    /// ChatKit items on PostgreSQL, are indexed after their write, in batches; an idle server
+    /// waits for its next write; a search first indexes its user's waiting items itself).
     pub index_interval_ms: u64,
 }
 

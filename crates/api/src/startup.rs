@@ -205,7 +205,7 @@ async fn open_database(
     // They run until this task is aborted (at shutdown).
     tokio::join!(
         prune_idempotency_keys(db.clone(), idempotency),
-        index_appended_items(db.clone(), search),
+        index_appended_items(db.clone(), search, metrics.clone()),
         checkpoint_sqlite_log(db.clone()),
         crate::retention::sweep_forever(db, retention, metrics),
     );
@@ -249,26 +249,41 @@ fn tune_connection(stream: &mut TcpStream) {
     }
 }
 
-/// Indexes the session items appended since the last time, every `index_interval_ms`, until
-/// none waits (see `repositories::SearchIndex`).
-async fn index_appended_items(db: Db, settings: SearchSettings) {
+/// Indexes what writes left for search (see `repositories::SearchIndex`): a batch every
+/// `index_interval_ms` while batches find something to index, then nothing until a write of
+/// this process wakes it, so an idle server sends its database nothing (a Neon compute scales
+/// to zero after five minutes without a query). The first batch, one interval after start,
+/// takes what an earlier process left.
+async fn index_appended_items(db: Db, settings: SearchSettings, metrics: Arc<Metrics>) {
     if !settings.enabled {
         return;
     }
-    let mut interval =
-        tokio::time::interval(Duration::from_millis(settings.index_interval_ms.max(1)));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let interval = Duration::from_millis(settings.index_interval_ms.max(1));
+    let index = db.search_index();
+    let mut idle = false;
     loop {
-        interval.tick().await;
+        if idle {
+            index.wait_for_writes().await;
+        }
+        // The writes of an interval are indexed together, a batch per interval under load.
+        tokio::time::sleep(interval).await;
+        idle = true;
         // Another batch at once only while the last one left older items waiting; what a
-        // steady stream of appends adds meanwhile waits for the next tick, so that indexing
-        // stays a batch per tick instead of running without pause beside the appends.
+        // steady stream of appends adds meanwhile waits for the next interval, so that indexing
+        // stays a batch per interval instead of running without pause beside the appends.
         loop {
-            match db.search_index().index_batch().await {
-                Ok(batch) if batch.more_waiting => {}
-                Ok(_) => break,
+            match index.index_batch().await {
+                Ok(batch) => {
+                    metrics.count_index_batch(batch.entries);
+                    idle &= !batch.indexed_any();
+                    if !batch.more_waiting {
+                        break;
+                    }
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, "indexing appended items for search failed");
+                    // Tried again after the next interval, not at the next write.
+                    idle = false;
                     break;
                 }
             }

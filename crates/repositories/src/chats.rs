@@ -180,6 +180,9 @@ impl Chats<'_> {
         insert_items(&txn, user, chat_id, 1, items, now).await?;
         replace_tags(&txn, user, chat_id, &tags).await?;
         txn.commit().await?;
+        if !items.is_empty() {
+            self.db.search_index().wake();
+        }
         Ok(ChatWithItems {
             chat: chat::Model {
                 user_id: user.to_owned(),
@@ -321,6 +324,9 @@ impl Chats<'_> {
         update.exec(&txn).await?;
         let updated = self.get_in(&txn, user, chat_id).await?;
         txn.commit().await?;
+        if changes.items.as_ref().is_some_and(|items| !items.is_empty()) {
+            self.db.search_index().wake();
+        }
         Ok(updated)
     }
 

@@ -13,7 +13,7 @@ use sea_orm::{
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 
 use crate::error::is_tls_failure;
 use crate::held::{HeldConnections, IDLE_CHECK};
@@ -149,6 +149,9 @@ pub struct Db {
     /// On a SQLite file, the connections the session read and append run on in the request's
     /// own thread (see `sqlite_direct`); `None` on PostgreSQL and in-memory SQLite.
     sqlite_direct: Option<Arc<DirectConnections>>,
+    /// Signalled by writes that leave items for the background search indexer, which waits
+    /// for it while nothing is left to index (see `SearchIndex::wait_for_writes`).
+    pub(crate) index_wanted: Arc<Notify>,
 }
 
 /// The stock of held connections, of whichever database this is.
@@ -220,7 +223,8 @@ impl Db {
             })
             .flatten()
             .map(Arc::new);
-        Ok(Self { conn, backend, sqlite_writer, held, sqlite_direct })
+        let index_wanted = Arc::new(Notify::new());
+        Ok(Self { conn, backend, sqlite_writer, held, sqlite_direct, index_wanted })
     }
 
     /// Applies every pending migration. On PostgreSQL, instances starting together take

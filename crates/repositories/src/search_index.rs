@@ -2,7 +2,8 @@
 //!
 //! An append writes only its items; `chats.search_indexed` marks how far each chat's items
 //! are indexed, and a partial index lists the chats with items above the mark. The server
-//! indexes them in the background ([`SearchIndex::index_batch`], a few times a second), and a
+//! indexes them in the background ([`SearchIndex::index_batch`], a few times a second while
+//! writes come in, woken by them through [`SearchIndex::wait_for_writes`] when idle), and a
 //! search first indexes what is still waiting of the searching user's
 //! ([`SearchIndex::catch_up_user`]), so a search sees every write that committed before it.
 //!
@@ -272,6 +273,20 @@ impl IndexBatch {
 }
 
 impl SearchIndex<'_> {
+    /// Tells the background indexer that a committed write left items to index (session
+    /// items above their chat's mark, queued thread items).
+    pub(crate) fn wake(&self) {
+        self.db.index_wanted.notify_one();
+    }
+
+    /// Resolves once a write has called [`Self::wake`] since this last resolved (at once if
+    /// one did meanwhile). The background indexer waits for it while nothing is left to
+    /// index, so an idle server sends its database nothing, and a serverless one (Neon)
+    /// can scale to zero. Only this process's writes wake it; another server indexes its own.
+    pub async fn wait_for_writes(&self) {
+        self.db.index_wanted.notified().await;
+    }
+
     /// Indexes everything of `user`'s that is waiting. Waits for batches in progress on the
     /// same chats, so that what they were indexing is in the index when it returns.
     pub async fn catch_up_user(&self, user: &str) -> RepoResult<u64> {

@@ -680,13 +680,18 @@ impl Sessions<'_> {
         let added = i64::try_from(items.len())
             .map_err(|_| RepoError::Invalid("too many items in one batch".into()))?;
         let batch = Batch { user, session, items, added, now: now() };
-        if let Some(direct) = self.db.sqlite_direct() {
-            return self.append_directly(direct, &batch, idempotency).await;
+        let appended = if let Some(direct) = self.db.sqlite_direct() {
+            self.append_directly(direct, &batch, idempotency).await
+        } else {
+            match self.db.held() {
+                Held::Postgres(held) => self.append_on_postgres(held, &batch, idempotency).await,
+                Held::Sqlite(held) => self.append_on_sqlite(held, &batch, idempotency).await,
+            }
+        };
+        if appended.is_ok() {
+            self.db.search_index().wake();
         }
-        match self.db.held() {
-            Held::Postgres(held) => self.append_on_postgres(held, &batch, idempotency).await,
-            Held::Sqlite(held) => self.append_on_sqlite(held, &batch, idempotency).await,
-        }
+        appended
     }
 
     /// [`Self::add_items`] on PostgreSQL: one statement, so one round trip and no explicit

@@ -467,6 +467,66 @@ async fn appended_items_are_indexed_in_the_background(backend: Backend) {
     .await;
 }
 
+/// The background batches the server has run, from `/metrics`.
+async fn index_batches(app: &TestApp) -> u64 {
+    let answer = Answer::read(app.client.get(app.url("/metrics")).send().await.unwrap()).await;
+    assert_eq!(answer.status, 200);
+    let line = answer.text.lines().find(|line| line.starts_with("chatstore_search_index_batches"));
+    line.and_then(|line| line.split(' ').nth(1)).unwrap().parse().unwrap()
+}
+
+/// Waits until `user` has `wanted` entries in the index table, failing after 20 s.
+async fn wait_for_stored_entries(app: &TestApp, user: &str, wanted: i64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stored_entries(app, user).await < wanted {
+        assert!(Instant::now() < deadline, "the background indexer never indexed the write");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the indexer has run no batch for ten of its intervals, and answers how many
+/// it ran; fails after 20 s.
+async fn wait_until_idle(app: &TestApp) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut before = index_batches(app).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = index_batches(app).await;
+        if now == before {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "the background indexer never went idle");
+        before = now;
+    }
+}
+
+/// With nothing written, the background indexer sends the database nothing (a serverless
+/// one can then scale to zero); a session append or a thread item wakes it, and what they
+/// wrote is indexed without a search asking for it.
+async fn an_idle_indexer_sleeps_until_a_write_wakes_it(backend: Backend) {
+    with_database(backend, async |database| {
+        let mut app =
+            TestApp::spawn(database, |settings| settings.search.index_interval_ms = 20).await;
+        assert_eq!(put(&app, "/threads/t", "alice", &thread("t", None)).await.status, 200);
+        let idle = wait_until_idle(&app).await;
+        assert!(idle >= 1, "the batch at start ran");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(index_batches(&app).await, idle, "no batch while nothing is written");
+
+        append(&app, "alice", "s", json!([{"role": "user", "content": "kiwi"}])).await;
+        wait_for_stored_entries(&app, "alice", 1).await;
+        let idle = wait_until_idle(&app).await;
+
+        let item = user_message("i1", "t", "book a tram ticket");
+        assert_eq!(app.post("/threads/t/items", "alice", &item.to_string()).await.status, 201);
+        wait_for_stored_entries(&app, "alice", 2).await;
+        assert!(wait_until_idle(&app).await > idle, "the thread item woke the indexer");
+        assert_eq!(found(&app, "alice", "tram").await, [thread_hit("t", "i1")]);
+        app.stop().await.unwrap();
+    })
+    .await;
+}
+
 /// With the background indexer idle, a search still sees every earlier append: it indexes
 /// its user's waiting items first, and only its user's.
 async fn a_search_indexes_its_users_waiting_items_first(backend: Backend) {
@@ -827,6 +887,7 @@ dual_backend_tests!(
     bad_input_is_a_400_and_no_token_a_401,
     search_can_be_switched_off_and_on,
     appended_items_are_indexed_in_the_background,
+    an_idle_indexer_sleeps_until_a_write_wakes_it,
     a_search_indexes_its_users_waiting_items_first,
     concurrent_appends_are_each_indexed_once,
     the_index_matches_the_items_after_concurrent_writes_and_removals,

@@ -212,6 +212,7 @@ impl DbStore {
         lock_thread(&txn, user, thread_id, Lock::Shared).await?;
         let created = put_item(&txn, user, &stored).await?;
         txn.commit().await?;
+        self.db.search_index().wake();
         Ok(Saved { stored, created })
     }
 }

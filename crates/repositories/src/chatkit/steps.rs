@@ -48,6 +48,7 @@ impl DbStore {
         }
         let created = put_item(&txn, user, &stored).await?;
         txn.commit().await?;
+        self.db().search_index().wake();
         Ok(Saved { stored, created })
     }
 
@@ -120,6 +121,9 @@ impl DbStore {
                 .await?;
         }
         txn.commit().await?;
+        if !saved.is_empty() {
+            self.db().search_index().wake();
+        }
         Ok(())
     }
 }

@@ -87,7 +87,11 @@ impl DbStore {
         };
         let found: Result<(bool, bool), _> = held.run(upsert).await.map_err(sqlx_error);
         Some(match found {
-            Ok((true, existed)) => Ok(!existed),
+            Ok((true, existed)) => {
+                // Its trigger queued it for search (see `search_index`).
+                self.db().search_index().wake();
+                Ok(!existed)
+            }
             Ok((false, _)) => {
                 Err(RepoError::NotFound(format!("thread {:?} not found", stored.thread_id)))
             }

@@ -660,6 +660,9 @@ impl Memory<'_> {
                 ))
                 .await?;
                 txn.commit().await?;
+                if !change.items.is_empty() {
+                    self.db.search_index().wake();
+                }
                 Ok(Replaced { revision: after.revision, item_count: after.item_count })
             }
             Line::Branch(name) => {

@@ -19,6 +19,8 @@ pub struct Importer<'a> {
     /// are written a batch at a time, two statements a batch rather than two an item.
     items: Vec<SessionItemRow>,
     first_item_line: u64,
+    /// To wake the background search indexer once the import commits.
+    db: &'a Db,
     /// SQLite's one writer, held for the whole transaction (see `Db::write_guard`).
     _writer: Option<MutexGuard<'a, ()>>,
 }
@@ -42,6 +44,7 @@ impl<'a> Importer<'a> {
             records: 0,
             items: Vec::new(),
             first_item_line: 0,
+            db,
             _writer: writer,
         })
     }
@@ -105,6 +108,7 @@ impl<'a> Importer<'a> {
     pub async fn commit(mut self) -> RepoResult<u64> {
         self.flush_items().await?;
         self.txn.commit().await?;
+        self.db.search_index().wake();
         Ok(self.records)
     }
 }
