@@ -59,6 +59,33 @@ async function failure(response) {
   return new ApiError(response.status, code, message);
 }
 
+/**
+ * `JSON.parse`, except that an integer a double cannot hold exactly (past 2^53, such as a
+ * 64-bit id in a tool call) becomes a `BigInt` of its source digits, so that the console
+ * shows what was stored rather than a rounded number ([`stringifyJson`] writes it back).
+ * Where the browser lacks the reviver's source text, plain `JSON.parse`.
+ */
+export function parseJson(text) {
+  if (typeof JSON.rawJSON !== "function") return JSON.parse(text);
+  return JSON.parse(text, (_key, value, context) =>
+    typeof value === "number" &&
+    !Number.isSafeInteger(value) &&
+    typeof context?.source === "string" &&
+    /^-?\d+$/.test(context.source)
+      ? BigInt(context.source)
+      : value,
+  );
+}
+
+/** `JSON.stringify` that writes the `BigInt`s of [`parseJson`] as plain JSON numbers. */
+export function stringifyJson(value, indent) {
+  return JSON.stringify(
+    value,
+    (_key, item) => (typeof item === "bigint" ? JSON.rawJSON(item.toString()) : item),
+    indent,
+  );
+}
+
 /** Sends a request and answers its JSON (`null` for 204); throws `ApiError` on non-2xx. */
 export async function request(method, path, body) {
   let response;
@@ -66,7 +93,7 @@ export async function request(method, path, body) {
     response = await fetch(path, {
       method,
       headers: headers(body),
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: body === undefined ? undefined : stringifyJson(body),
       cache: "no-store",
     });
   } catch (cause) {
@@ -74,7 +101,7 @@ export async function request(method, path, body) {
   }
   if (!response.ok) throw await failure(response);
   if (response.status === 204) return null;
-  return response.json();
+  return parseJson(await response.text());
 }
 
 /** A query string from an object; arrays repeat their key, empty values are left out. */
@@ -110,7 +137,7 @@ export async function streamChatKit(body, onEvent) {
   const response = await fetch("/chatkit", {
     method: "POST",
     headers: { ...headers(body), Accept: "text/event-stream" },
-    body: JSON.stringify(body),
+    body: stringifyJson(body),
     cache: "no-store",
   });
   if (!response.ok) throw await failure(response);
@@ -129,7 +156,7 @@ export async function streamChatKit(body, onEvent) {
         .filter((line) => line.startsWith("data:"))
         .map((line) => line.slice(5).replace(/^ /, ""))
         .join("\n");
-      if (data !== "") onEvent(JSON.parse(data));
+      if (data !== "") onEvent(parseJson(data));
     }
   }
 }

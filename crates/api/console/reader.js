@@ -2,6 +2,7 @@
 // ChatKit thread items. Items are arbitrary JSON, so every field is checked for its type
 // before it is used, and whatever is not understood is still shown, as a collapsed block.
 
+import { parseJson, stringifyJson } from "./api.js";
 import { el, sameOriginUrl, timeElement } from "./dom.js";
 
 const ROLES = new Set(["user", "assistant", "system", "developer"]);
@@ -12,7 +13,7 @@ function rawJson(item) {
     "details",
     { class: "raw" },
     el("summary", {}, "Raw JSON"),
-    el("pre", {}, JSON.stringify(item, null, 2)),
+    el("pre", {}, stringifyJson(item, 2)),
   );
 }
 
@@ -40,12 +41,12 @@ function image(url, label) {
 function pretty(value) {
   if (typeof value === "string") {
     try {
-      return JSON.stringify(JSON.parse(value), null, 2);
+      return stringifyJson(parseJson(value), 2);
     } catch {
       return value;
     }
   }
-  return JSON.stringify(value, null, 2) ?? "null";
+  return stringifyJson(value, 2) ?? "null";
 }
 
 /** The parts of a message's `content` (a string, or a list of typed parts). */

@@ -509,6 +509,41 @@ async fn hostile_items_are_shown_as_text_and_nothing_runs(backend: Backend) {
     .await;
 }
 
+/// Integers past 2^53 (64-bit ids in items and in a tool call's arguments) are shown with the
+/// digits that were stored, not rounded to the nearest double.
+async fn large_integers_are_shown_as_stored(backend: Backend) {
+    with_app(backend, async |app| {
+        post_json(app, "/chats", "ida", &json!({"chat_id": "ids", "title": "Order lookup"})).await;
+        let body = r#"{"items": [
+            {"role": "user", "content": "where is my order?", "trace_id": 9007199254740993},
+            {"type": "function_call", "call_id": "c1", "name": "lookup",
+             "arguments": "{\"order_id\": 12345678901234567891}"}
+        ]}"#;
+        let answer = app.post("/sessions/ids/items", "ida", body).await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+
+        with_browser(LAPTOP, false, async |browser| {
+            browser.sign_in_with_token(app, "ida").await;
+            browser.click_text("#list .open", "Order lookup").await;
+            browser
+                .wait_for("document.querySelectorAll('#transcript .item').length === 2", "the chat")
+                .await;
+            browser
+                .js("document.querySelectorAll('details').forEach(d => d.open = true); return null")
+                .await;
+            let shown = browser.text_of("#transcript").await;
+            for stored in ["9007199254740993", "12345678901234567891"] {
+                assert!(shown.contains(stored), "{stored} is not shown as stored:\n{shown}");
+            }
+            for rounded in ["9007199254740992", "12345678901234567000", "12345678901234568000"] {
+                assert!(!shown.contains(rounded), "{rounded} (rounded) is shown:\n{shown}");
+            }
+        })
+        .await;
+    })
+    .await;
+}
+
 /// WebDriver's keys for Tab and Enter.
 const TAB: &str = "\u{e004}";
 const ENTER: &str = "\u{e007}";
@@ -631,6 +666,7 @@ async fn long_sessions_load_page_by_page(backend: Backend) {
 dual_backend_tests!(
     signs_in_lists_reads_talks_deletes_and_restores,
     hostile_items_are_shown_as_text_and_nothing_runs,
+    large_integers_are_shown_as_stored,
     searches_and_exports,
     long_sessions_load_page_by_page,
     works_from_the_keyboard_and_explains_broken_images,
