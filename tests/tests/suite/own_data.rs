@@ -4,7 +4,7 @@
 use chatstore_tests::{
     Answer, Backend, TestApp, dual_backend_tests, with_app, with_app_configured,
 };
-use repositories::sea_orm::{ConnectionTrait, DbBackend, Statement};
+use repositories::sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
 use serde_json::{Value, json};
 
 /// An item with spacing, key order, escapes and characters a re-encoding would change.
@@ -615,6 +615,41 @@ async fn a_restore_forgets_the_soft_delete(backend: Backend) {
             .await;
         assert_eq!(put.status, 200);
         assert_eq!(app.chat_row("alice", "c1").await.unwrap().deleted_at, None);
+    })
+    .await;
+}
+
+/// An erasure waits for a search's catch-up that holds the user's chats, so what the catch-up
+/// indexed is deleted with the rest: no text of an erased user stays in the search index.
+#[tokio::test]
+async fn an_erasure_leaves_nothing_a_concurrent_catch_up_indexed() {
+    with_app(Backend::Postgres, async |app| {
+        let body = json!({"items": [{"role": "user", "content": "a secret plan"}]}).to_string();
+        assert_eq!(app.post("/sessions/s/items", "alice", &body).await.status, 200);
+        // What a catch-up does (see `search_index`): it locks the user's chats, then indexes
+        // their items in a later statement, which sees them until an erasure commits.
+        let catch_up = app.db.connection().begin().await.unwrap();
+        catch_up
+            .execute_unprepared("SELECT 1 FROM chats WHERE user_id = 'alice' FOR UPDATE")
+            .await
+            .unwrap();
+        let index_then_commit = async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            catch_up
+                .execute_unprepared(
+                    "INSERT INTO search_entries \
+                         (user_id, kind, conversation_id, item_key, body, created_at) \
+                     SELECT user_id, 'session', chat_id, position::text, body, created_at \
+                     FROM session_item_search_texts WHERE user_id = 'alice' AND body <> ''",
+                )
+                .await
+                .unwrap();
+            catch_up.commit().await.unwrap();
+        };
+        let (erased, ()) = tokio::join!(app.delete("/me/data", "alice"), index_then_commit);
+        assert_eq!(erased.status, 204, "{}", erased.text);
+        assert_eq!(rows_of(app, "search_entries", "alice").await, 0);
+        assert_eq!(rows_of(app, "conversation_items", "alice").await, 0);
     })
     .await;
 }

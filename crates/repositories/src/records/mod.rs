@@ -139,7 +139,21 @@ pub fn user_tables() -> impl Iterator<Item = &'static str> {
 }
 
 /// Deletes every row of `user` in `txn`, table by table.
+///
+/// On PostgreSQL it first locks the user's chats, in key order as a search's catch-up does:
+/// a catch-up holding them has its entries committed before the items go (and their delete
+/// triggers take the entries with them), and one that comes later finds no chat. Without
+/// the lock, a catch-up could index items this had already deleted but not yet committed,
+/// and the erased text would stay in the index.
 pub(crate) async fn erase_in(txn: &DatabaseTransaction, user: &str) -> RepoResult<u64> {
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT 1 FROM chats WHERE user_id = $1 ORDER BY chat_id FOR UPDATE",
+            [user.into()],
+        ))
+        .await?;
+    }
     let mut deleted = 0;
     for table in user_tables() {
         let statement = Query::delete()
