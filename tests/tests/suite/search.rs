@@ -527,6 +527,39 @@ async fn an_idle_indexer_sleeps_until_a_write_wakes_it(backend: Backend) {
     .await;
 }
 
+/// A background batch takes at most 64 chats and says when more are waiting; the next takes
+/// the rest. Long ranges are taken whole (up to 5,000 items a chat).
+async fn a_background_batch_takes_64_chats_and_the_next_the_rest(backend: Backend) {
+    with_app(backend, async |app| {
+        for chat in 0..70 {
+            let item = json!([{"role": "user", "content": format!("otter {chat}")}]);
+            append(app, "alice", &format!("s{chat:02}"), item).await;
+        }
+        let first = app.db.search_index().index_batch().await.unwrap();
+        assert_eq!((first.chats, first.entries, first.more_waiting), (64, 64, true));
+        let second = app.db.search_index().index_batch().await.unwrap();
+        assert_eq!((second.chats, second.entries, second.more_waiting), (6, 6, false));
+        assert_eq!(stored_entries(app, "alice").await, 70);
+        for chat in ["s00", "s07", "s08", "s63", "s64", "s69"] {
+            assert_eq!(search_mark(app, "alice", chat).await, (1, 1), "{chat}");
+        }
+        assert!(!app.db.search_index().index_batch().await.unwrap().indexed_any());
+
+        for chat in ["big1", "big2", "big3"] {
+            let items: Vec<Value> = (0..300)
+                .map(|n| json!({"role": "user", "content": format!("heron {n}")}))
+                .collect();
+            append(app, "alice", chat, Value::Array(items)).await;
+        }
+        let big = app.db.search_index().index_batch().await.unwrap();
+        assert_eq!((big.chats, big.entries, big.more_waiting), (3, 900, false));
+        for chat in ["big1", "big2", "big3"] {
+            assert_eq!(search_mark(app, "alice", chat).await, (300, 300), "{chat}");
+        }
+    })
+    .await;
+}
+
 /// With the background indexer idle, a search still sees every earlier append: it indexes
 /// its user's waiting items first, and only its user's.
 async fn a_search_indexes_its_users_waiting_items_first(backend: Backend) {
@@ -888,6 +921,7 @@ dual_backend_tests!(
     search_can_be_switched_off_and_on,
     appended_items_are_indexed_in_the_background,
     an_idle_indexer_sleeps_until_a_write_wakes_it,
+    a_background_batch_takes_64_chats_and_the_next_the_rest,
     a_search_indexes_its_users_waiting_items_first,
     concurrent_appends_are_each_indexed_once,
     the_index_matches_the_items_after_concurrent_writes_and_removals,
