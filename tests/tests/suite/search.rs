@@ -455,11 +455,7 @@ async fn appended_items_are_indexed_in_the_background(backend: Backend) {
             append(&app, "alice", "s", json!([{"role": "user", "content": format!("kiwi {n}")}]))
                 .await;
         }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while stored_entries(&app, "alice").await < 5 {
-            assert!(Instant::now() < deadline, "the background indexer never indexed the appends");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_stored_entries(&app, "alice", 5).await;
         assert_eq!(stored_entries(&app, "alice").await, 5);
         assert_eq!(search_mark(&app, "alice", "s").await, (5, 5));
         app.stop().await.unwrap();

@@ -146,11 +146,12 @@ pub fn user_tables() -> impl Iterator<Item = &'static str> {
 /// the lock, a catch-up could index items this had already deleted but not yet committed,
 /// and the erased text would stay in the index.
 pub(crate) async fn erase_in(txn: &DatabaseTransaction, user: &str) -> RepoResult<u64> {
-    if txn.get_database_backend() == DbBackend::Postgres {
-        txn.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
+    let postgres = txn.get_database_backend() == DbBackend::Postgres;
+    let of_user =
+        |sql: &str| Statement::from_sql_and_values(DbBackend::Postgres, sql, [user.into()]);
+    if postgres {
+        txn.execute_raw(of_user(
             "SELECT 1 FROM chats WHERE user_id = $1 ORDER BY chat_id FOR UPDATE",
-            [user.into()],
         ))
         .await?;
     }
@@ -162,14 +163,9 @@ pub(crate) async fn erase_in(txn: &DatabaseTransaction, user: &str) -> RepoResul
             .to_owned();
         deleted += txn.execute(&statement).await?.rows_affected();
     }
-    if txn.get_database_backend() == DbBackend::Postgres {
+    if postgres {
         // Thread items still queued for search (migration 000012): bookkeeping, not records.
-        txn.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "DELETE FROM search_queue WHERE user_id = $1",
-            [user.into()],
-        ))
-        .await?;
+        txn.execute_raw(of_user("DELETE FROM search_queue WHERE user_id = $1")).await?;
     }
     Ok(deleted)
 }
