@@ -23,7 +23,9 @@
 //!   of its range (a removal committed meanwhile leaves a gap), only if no other indexer moved
 //!   it, and only if the chat's row is free that instant; otherwise the next batch indexes the
 //!   range again, which rewrites the same entries. The chats' row locks are held from that
-//!   last statement to the commit: one round trip.
+//!   last statement to the commit: one round trip. Batches of several servers on one database
+//!   claim the chats they take with advisory locks, which appends never touch, so each chat
+//!   waiting is indexed by one of them.
 //!
 //! On SQLite the process's writer lock does all of this.
 //!
@@ -47,8 +49,9 @@ const BATCH_CHATS: i64 = 64;
 /// over several batches rather than in one long transaction.
 const BATCH_ITEMS_PER_CHAT: i64 = 5_000;
 
-/// The chats with items waiting, locked, with the range each batch indexes: positions in
-/// `(after, upto]`. `$1` a user or NULL for any; `$2` how many chats.
+/// The chats with items waiting, in key order, with the range each batch indexes: positions
+/// in `(after, upto]`. `$1` a user or NULL for any; `$2` how many chats; `$3` the most items
+/// of a chat's range. Callers add the limit and how the chats are claimed.
 const PENDING_PG_SQL: &str = "\
 SELECT user_id, chat_id, search_indexed AS after,
        least(position_base + item_count, search_indexed + $3) AS upto,
@@ -57,8 +60,30 @@ FROM chats
 WHERE search_indexed < position_base + item_count
   AND ($1::text IS NULL OR user_id = $1)
   AND coalesce((SELECT enabled FROM search_state), TRUE)
-ORDER BY user_id, chat_id
-LIMIT $2";
+ORDER BY user_id, chat_id";
+
+/// The first key of the advisory locks by which background batches claim chats: a constant
+/// of chatstore's own, so that the locks share no keys with other users of the database. The
+/// second key is a hash of the chat's key; two chats that share it only take turns.
+const BATCH_CLAIM_LOCK_CLASS: i32 = 0x6373_6978; // "csix"
+
+/// Candidates a background batch looks at per chat it takes: chats other servers' batches
+/// have claimed are passed over, and a claim is tried on this many at most.
+const BATCH_CANDIDATES_PER_CHAT: i64 = 4;
+
+/// [`PENDING_PG_SQL`] for the background batch: the first `$2` of the waiting chats that no
+/// other batch has claimed, each claimed with a transaction-scoped advisory lock. With several
+/// servers on one database their batches so share the work rather than all indexing the same
+/// first chats, each writing the same entries again. Appends take no such lock and never wait
+/// for one. The claims are tried on a bounded list of candidates (the limit stops the outer
+/// query after `$2` claims), so a batch never holds more locks than chats it indexes.
+fn claimed_pending_pg_sql() -> String {
+    format!(
+        "SELECT * FROM ({PENDING_PG_SQL} LIMIT $2 * {BATCH_CANDIDATES_PER_CHAT}) AS candidates
+         WHERE pg_try_advisory_xact_lock({BATCH_CLAIM_LOCK_CLASS}, hashtext(user_id || '/' || chat_id))
+         LIMIT $2"
+    )
+}
 
 /// A user's catch-up, on chats it has locked: indexes the ranges (`$1`, a JSON array of
 /// `{user_id, chat_id, after, upto}`) and moves the chats' marks, in one statement. Each range
@@ -182,7 +207,7 @@ const LOCK_USER_QUEUE_PG_SQL: &str =
 /// Queue rows indexed by one background batch.
 const BATCH_QUEUED: i64 = 1_000;
 
-/// [`PENDING_PG_SQL`] on SQLite (no locking clause: the writer lock is held).
+/// [`PENDING_PG_SQL`] with its limit, on SQLite (no claims or locks: the writer lock is held).
 const PENDING_SQLITE_SQL: &str = "\
 SELECT user_id, chat_id, search_indexed AS after,
        min(position_base + item_count, search_indexed + $3) AS upto,
@@ -374,8 +399,8 @@ impl SearchIndex<'_> {
         // A user's catch-up locks the chats it needs, waiting for their writes; the background
         // batch locks none (see the module's comment).
         let sql = match user {
-            Some(_) => format!("{PENDING_PG_SQL} FOR UPDATE"),
-            None => PENDING_PG_SQL.to_owned(),
+            Some(_) => format!("{PENDING_PG_SQL} LIMIT $2 FOR UPDATE"),
+            None => claimed_pending_pg_sql(),
         };
         let pending = pending(&txn, DbBackend::Postgres, &sql, user, chats).await?;
         if pending.is_empty() {

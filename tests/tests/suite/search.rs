@@ -769,6 +769,66 @@ async fn the_background_batch_waits_for_no_append_and_skips_what_a_removal_holds
     .await;
 }
 
+/// With several servers on one PostgreSQL database, their background batches share the
+/// waiting chats instead of all taking the same first ones. A first batch is held in the
+/// middle of its chats (an entry it must write is held by another transaction); a second,
+/// meanwhile, takes the chats the first did not, and never waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_background_batches_take_different_chats() {
+    use repositories::sea_orm::TransactionTrait;
+    with_app(Backend::Postgres, async |app| {
+        for chat in 0..70 {
+            let item = json!([{"role": "user", "content": format!("otter {chat}")}]);
+            append(app, "alice", &format!("s{chat:02}"), item).await;
+        }
+        let holder = app.db.connection().begin().await.unwrap();
+        holder
+            .execute_unprepared(
+                "INSERT INTO search_entries (user_id, kind, conversation_id, item_key, body, created_at) \
+                 VALUES ('alice', 'session', 's00', '1', 'held', now())",
+            )
+            .await
+            .unwrap();
+        let first = tokio::spawn({
+            let db = app.db.clone();
+            async move { db.search_index().index_batch().await.unwrap() }
+        });
+        let waiting_for_a_lock = async || {
+            let sql = "SELECT count(*) AS n FROM pg_stat_activity \
+                       WHERE datname = current_database() AND wait_event_type = 'Lock'";
+            let statement = Statement::from_string(app.db.db_backend(), sql);
+            let row = app.db.connection().query_one_raw(statement).await.unwrap().unwrap();
+            row.try_get::<i64>("", "n").unwrap() > 0
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !waiting_for_a_lock().await {
+            assert!(Instant::now() < deadline, "the first batch never reached the held entry");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        let second =
+            tokio::time::timeout(Duration::from_secs(10), app.db.search_index().index_batch())
+                .await
+                .expect("the second batch waited for the chats the first was indexing")
+                .unwrap();
+        assert_eq!((second.chats, second.entries), (6, 6));
+        for chat in ["s64", "s69"] {
+            assert_eq!(search_mark(app, "alice", chat).await, (1, 1), "{chat}");
+        }
+        assert_eq!(search_mark(app, "alice", "s00").await, (0, 1), "the first batch's");
+
+        holder.rollback().await.unwrap();
+        let first = first.await.unwrap();
+        assert_eq!((first.chats, first.entries), (64, 64));
+        assert_eq!(stored_entries(app, "alice").await, 70);
+        for chat in ["s00", "s63"] {
+            assert_eq!(search_mark(app, "alice", chat).await, (1, 1), "{chat}");
+        }
+        assert!(!app.db.search_index().index_batch().await.unwrap().indexed_any());
+    })
+    .await;
+}
+
 /// `user`'s ChatKit thread items whose entry is wrong or missing on PostgreSQL: entries of
 /// items that are gone or whose text differs, and items with text but no entry.
 async fn thread_index_mismatches(app: &TestApp, user: &str) -> (i64, i64) {
