@@ -492,7 +492,33 @@ was not the limit: the server's CPU was, about 160 µs per request, a third of i
   load it runs a batch per interval as before, so the turn tables are unchanged by it; the interval \
   itself was tried at 200, 50 and 20 ms (`--only turns --turn-histories 100`, one run each): 0.43, 0.42 \
   and 0.42x of the floor at 16 clients, p99 18.7, 16.5 and 17.8 ms, within this machine's noise, so \
-  200 ms stays.";
+  200 ms stays.\n\
+- **Where the rest of the gap lies (measurements, not changes).** With `wrk` driving turns (a `GET \
+  ?limit=50` and a `POST` of 2 items, alternating, on 64 sessions of 100 items) at 16 connections \
+  against a `chatstore serve`, 10 s a run, each pair of settings interleaved on a day this machine \
+  ran the floor at 2,400-2,500 turns/s: (1) **the chat row's update made HOT**: dropping every \
+  secondary index of `chats` (lists, retention, the pending-search index), after which 98% of the \
+  appends' updates were HOT, gained **5-7%** (2,855 and 2,964 requests/s to 3,070, 3,041 and 3,143): \
+  the most that reworking those indexes could give, so they stay; (2) **TLS to PostgreSQL**: \
+  chatstore and `pgbench` both connect with libpq's default `sslmode=prefer`, so both encrypt; \
+  `sslmode=disable` gained 5-15% (2,729 and 2,760 to 3,141 and 2,919), which a deployment on a \
+  private network can take; (3) **one Tokio worker instead of two**: no gain (2,866, 2,803, 2,846 \
+  against 2,660, 2,742, 2,559); (4) **generic plans**: the statement log shows the read planned \
+  afresh on every call (bind 0.055 ms beside 0.139 ms executing), but `plan_cache_mode = \
+  force_generic_plan` gained nothing (3,029, 2,869, 2,882 against 2,825, 2,767, 2,984) and doubled \
+  p99, as the background batch's plans went generic too.\n\
+- **Tried and not kept: cheaper ChatKit events.** A `perf` profile of `POST /chatkit` turns put \
+  about a tenth of the server's CPU in JSON: rebuilding every event's maps to drop nulls, and \
+  writing each frame through `format!`. Dropping nulls in place and serialising frames straight into \
+  their buffer left the server's CPU per turn where it was (722, 743 and 768 µs before, 738, 670 and \
+  752 after, interleaved): the turn's time is in its three statements, the TLS to PostgreSQL and the \
+  socket writes.\n\
+- **Batches of several servers share the work.** The background batch read the waiting chats without \
+  locking them (so that appends never wait), so two servers on one database took the same first 64 \
+  and each indexed them. Each batch now claims its chats with a transaction-scoped advisory lock \
+  (`pg_try_advisory_xact_lock`, which appends never take), tried on at most four candidates per chat \
+  it takes, and passes over chats another batch holds. One server's figures above are unchanged by \
+  it: it adds one function call per chat to a statement run a few times a second.";
 
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
