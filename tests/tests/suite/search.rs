@@ -719,6 +719,15 @@ async fn a_prune_past_the_mark_leaves_nothing_waiting_below_the_base(backend: Ba
     .await;
 }
 
+/// One background batch, which must not wait for any lock a test holds: `waited` if it
+/// does not return within 10 s.
+async fn batch_without_waiting(app: &TestApp, waited: &str) -> repositories::IndexBatch {
+    tokio::time::timeout(Duration::from_secs(10), app.db.search_index().index_batch())
+        .await
+        .expect(waited)
+        .unwrap()
+}
+
 /// On PostgreSQL the background batch locks no chat, so appends never wait for it. With one
 /// chat's row held (as an append in progress holds it) and an item of another held (as a
 /// removal in progress holds it), a batch still returns, indexes what it could lock, and
@@ -747,11 +756,7 @@ async fn the_background_batch_waits_for_no_append_and_skips_what_a_removal_holds
              WHERE user_id = 'alice' AND chat_id = 's2' AND position = 2 FOR UPDATE",
         )
         .await;
-        let batch =
-            tokio::time::timeout(Duration::from_secs(10), app.db.search_index().index_batch())
-                .await
-                .expect("the batch waited for a held chat or item")
-                .unwrap();
+        let batch = batch_without_waiting(app, "the batch waited for a held chat or item").await;
         assert_eq!((batch.chats, batch.entries), (2, 5));
         assert_eq!(stored_entries(app, "alice").await, 5);
         assert_eq!(search_mark(app, "alice", "s1").await, (0, 3), "its row was busy");
@@ -807,10 +812,8 @@ async fn concurrent_background_batches_take_different_chats() {
         }
 
         let second =
-            tokio::time::timeout(Duration::from_secs(10), app.db.search_index().index_batch())
-                .await
-                .expect("the second batch waited for the chats the first was indexing")
-                .unwrap();
+            batch_without_waiting(app, "the second batch waited for the chats the first held")
+                .await;
         assert_eq!((second.chats, second.entries), (6, 6));
         for chat in ["s64", "s69"] {
             assert_eq!(search_mark(app, "alice", chat).await, (1, 1), "{chat}");
