@@ -516,11 +516,11 @@ was not the limit: the server's CPU was, about 160 µs per request, a third of i
 - **Batches of several servers share the work.** The background batch read the waiting chats without \
   locking them (so that appends never wait), so two servers on one database took the same first 64 \
   and each indexed them. Each batch now claims its chats with a transaction-scoped advisory lock \
-  (`pg_try_advisory_xact_lock`, which appends never take), tried on at most four candidates per chat \
-  it takes, and passes over chats another batch holds. For one server it changed nothing measurable \
-  (`--only turns --turn-histories 100`, the binary before and after alternating: 0.47 and 0.45x of \
-  the floor before, 0.54 and 0.51x after at 16 clients; 0.51 and 0.49x before, 0.47 and 0.50x after \
-  at 64).";
+  (`pg_try_advisory_xact_lock`, which appends never take), tried on at most four times as many \
+  candidates as the chats a batch may take, and passes over chats another batch holds. For one \
+  server it cost nothing measurable (`--only turns --turn-histories 100`, the binary before and \
+  after alternating: 0.47 and 0.45x of the floor before, 0.54 and 0.51x after at 16 clients; 0.51 \
+  and 0.49x before, 0.47 and 0.50x after at 64).";
 
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")

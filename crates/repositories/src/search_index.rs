@@ -24,8 +24,10 @@
 //!   it, and only if the chat's row is free that instant; otherwise the next batch indexes the
 //!   range again, which rewrites the same entries. The chats' row locks are held from that
 //!   last statement to the commit: one round trip. Batches of several servers on one database
-//!   claim the chats they take with advisory locks, which appends never touch, so each chat
-//!   waiting is indexed by one of them.
+//!   claim the chats they take with advisory locks, which appends never touch, so that they
+//!   take different chats rather than all the same first ones. (A batch that read a chat's
+//!   mark just before another committed it may still index the chat again: harmless, as
+//!   above.)
 //!
 //! On SQLite the process's writer lock does all of this.
 //!
@@ -63,8 +65,9 @@ WHERE search_indexed < position_base + item_count
 ORDER BY user_id, chat_id";
 
 /// The first key of the advisory locks by which background batches claim chats: a constant
-/// of chatstore's own, so that the locks share no keys with other users of the database. The
-/// second key is a hash of the chat's key; two chats that share it only take turns.
+/// of chatstore's own, so that the locks are unlikely to meet other users' of the database.
+/// The second key is a hash of the chat's key; while one batch holds two chats whose hashes
+/// meet, other batches pass over both, which only delays the second.
 const BATCH_CLAIM_LOCK_CLASS: i32 = 0x6373_6978; // "csix"
 
 /// Candidates a background batch looks at per chat it takes: chats other servers' batches
@@ -397,7 +400,8 @@ impl SearchIndex<'_> {
         // PostgreSQL spends about 250 ms compiling a statement that runs in 1 ms.
         txn.execute_unprepared("SET LOCAL jit = off").await?;
         // A user's catch-up locks the chats it needs, waiting for their writes; the background
-        // batch locks none (see the module's comment).
+        // batch locks no chat's row, and claims its chats with advisory locks, which appends
+        // never take (see the module's comment).
         let sql = match user {
             Some(_) => format!("{PENDING_PG_SQL} LIMIT $2 FOR UPDATE"),
             None => claimed_pending_pg_sql(),

@@ -775,8 +775,8 @@ async fn the_background_batch_waits_for_no_append_and_skips_what_a_removal_holds
 }
 
 /// With several servers on one PostgreSQL database, their background batches share the
-/// waiting chats instead of all taking the same first ones. A first batch is held in the
-/// middle of its chats (an entry it must write is held by another transaction); a second,
+/// waiting chats instead of all taking the same first ones. A first batch is held at its
+/// first chat (an entry it must write is held by another transaction); a second,
 /// meanwhile, takes the chats the first did not, and never waits for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_background_batches_take_different_chats() {
