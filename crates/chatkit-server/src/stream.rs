@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use futures::StreamExt;
 use repositories::RepoError;
-use repositories::chatkit::{DbStore, ItemChanges, SortOrder, Store, StoreItemType, StoredItem};
+use repositories::chatkit::{
+    DbStore, ItemChanges, SortOrder, Store, StoreItemType, StoredItem, StoredThread,
+};
 use serde_json::{Value, json};
 use tracing::Instrument as _;
 
@@ -83,7 +85,8 @@ async fn create(
     let created =
         json!({"type": "thread.created", "thread": wire::thread(&thread, wire::empty_page())});
     let mut prelude = vec![frame(created)];
-    let user_message = store_user_message(store, user, &thread, input, attachments).await?;
+    let (_, user_message) =
+        store_user_message(store, user, &saved.stored.id, input, attachments).await?;
     prelude.push(frame(json!({"type": "thread.item.done", "item": user_message})));
     Ok(respond(server, user, thread, prelude, Turn::answer(Some(user_message))))
 }
@@ -95,9 +98,16 @@ async fn add_user_message(
     thread_id: &str,
     input: UserMessageInput,
 ) -> ChatKitResult<Events> {
-    let thread = parse_json(&store.load_thread(thread_id, user).await?.json)?;
+    // The SDK loads the thread before the attachments, so a missing thread is the error of a
+    // request with a bad attachment too. Without attachments the thread comes back with the
+    // stored message, in the same statement on PostgreSQL: a turn's first round trip saved.
+    if !input.attachments.is_empty() {
+        store.load_thread(thread_id, user).await?;
+    }
     let attachments = load_attachments(store, user, &input.attachments).await?;
-    let user_message = store_user_message(store, user, &thread, input, attachments).await?;
+    let (thread, user_message) =
+        store_user_message(store, user, thread_id, input, attachments).await?;
+    let thread = parse_json(&thread.json)?;
     let prelude = vec![frame(json!({"type": "thread.item.done", "item": user_message}))];
     Ok(respond(server, user, thread, prelude, Turn::answer(Some(user_message))))
 }
@@ -280,22 +290,21 @@ async fn load_attachments(
 }
 
 /// Builds the user message, stamps its attachments with the thread, and stores both in one
-/// transaction.
+/// transaction; the thread as stored, and the message.
 async fn store_user_message(
     store: &DbStore,
     user: &str,
-    thread: &Value,
+    thread_id: &str,
     input: UserMessageInput,
     mut attachments: Vec<Value>,
-) -> ChatKitResult<Value> {
-    let thread_id = thread["id"].as_str().unwrap_or_default().to_owned();
+) -> ChatKitResult<(StoredThread, Value)> {
     let mut stamped = Vec::with_capacity(attachments.len());
     for attachment in &mut attachments {
-        attachment["thread_id"] = Value::String(thread_id.clone());
+        attachment["thread_id"] = Value::String(thread_id.to_owned());
         stamped.push(attachment.to_string());
     }
     let message = json!({
-        "id": store.generate_item_id(StoreItemType::Message, &thread_id, user),
+        "id": store.generate_item_id(StoreItemType::Message, thread_id, user),
         "thread_id": thread_id,
         "created_at": naive_now(),
         "type": "user_message",
@@ -305,9 +314,9 @@ async fn store_user_message(
         "inference_options": input.inference_options,
     });
     // The attachments are stamped with the thread and the message stored, all or nothing.
-    let saved =
-        store.add_item_with_attachments(&thread_id, &message.to_string(), &stamped, user).await?;
-    parse_json(&saved.stored.json)
+    let (thread, saved) =
+        store.add_item_with_attachments(thread_id, &message.to_string(), &stamped, user).await?;
+    Ok((thread, parse_json(&saved.stored.json)?))
 }
 
 /// What the responder is asked for, once the stream has started.

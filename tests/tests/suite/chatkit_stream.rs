@@ -126,6 +126,10 @@ async fn add_user_message_continues_a_thread(backend: Backend) {
         assert_eq!(status, 404);
         let unknown = app.post("/chatkit", "alice", &json!({"type": "threads.add_user_message", "params": {"thread_id": "thr_nope", "input": input("hi")}}).to_string()).await;
         unknown.assert_error(404, "not_found");
+        // As in the SDK, a missing thread is reported before a missing attachment.
+        let both = app.post("/chatkit", "alice", &json!({"type": "threads.add_user_message", "params": {"thread_id": "thr_nope", "input": {"content": [], "attachments": ["atc_nope"], "inference_options": {}}}}).to_string()).await;
+        both.assert_error(404, "not_found");
+        assert!(both.json()["error"]["message"].as_str().unwrap().contains("thr_nope"), "{}", both.text);
         let bad_attachment = app.post("/chatkit", "alice", &json!({"type": "threads.create", "params": {"input": {"content": [], "attachments": ["atc_nope"], "inference_options": {}}}}).to_string()).await;
         bad_attachment.assert_error(404, "not_found");
         let no_content = app.post("/chatkit", "alice", &json!({"type": "threads.create", "params": {"input": {"attachments": [], "inference_options": {}}}}).to_string()).await;

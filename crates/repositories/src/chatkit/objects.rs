@@ -83,6 +83,11 @@ pub(super) fn invalid(message: String) -> RepoError {
     RepoError::Invalid(message)
 }
 
+/// The error for a thread the user does not have.
+pub(super) fn thread_not_found(thread_id: &str) -> RepoError {
+    RepoError::NotFound(format!("thread {thread_id:?} not found"))
+}
+
 /// The text without surrounding JSON whitespace.
 fn trim_json(json: &str) -> &str {
     json.trim_matches([' ', '\t', '\n', '\r'])

@@ -10,7 +10,7 @@ use sea_orm::{
     Select, Statement,
 };
 
-use super::objects::{check_id, check_ids, invalid};
+use super::objects::{check_id, check_ids, invalid, thread_not_found};
 use super::{Saved, SortOrder, Store, StoredAttachment, StoredItem, StoredObject, StoredThread};
 use crate::page::{finish_page, keyset_query};
 use crate::sessions::now;
@@ -43,17 +43,8 @@ impl DbStore {
     ) -> RepoResult<StoredThread> {
         check_ids(&[("thread id", thread_id), ("user id", user)])?;
         let (_writer, txn) = self.db.begin_write().await?;
-        let current: Option<String> =
-            chatkit_thread::Entity::find_by_id((user.to_owned(), thread_id.to_owned()))
-                .select_only()
-                .column(chatkit_thread::Column::Data)
-                .lock_exclusive()
-                .into_tuple()
-                .one(&txn)
-                .await?;
-        let current = current
-            .ok_or_else(|| RepoError::NotFound(format!("thread {thread_id:?} not found")))?;
-        let mut thread: serde_json::Value = serde_json::from_str(&current)
+        let current = lock_thread(&txn, user, thread_id, Lock::Exclusive).await?;
+        let mut thread: serde_json::Value = serde_json::from_str(&current.json)
             .map_err(|err| RepoError::Invalid(format!("stored thread is not JSON: {err}")))?;
         edit(&mut thread);
         thread["id"] = serde_json::Value::String(thread_id.to_owned());
@@ -205,8 +196,9 @@ impl DbStore {
     ) -> RepoResult<Saved<StoredItem>> {
         check_ids(&[("thread id", thread_id), ("user id", user)])?;
         let stored = StoredItem::parse(thread_id, item)?;
-        if let Some(created) = self.upsert_item_on_held(&stored, user).await {
-            return Ok(Saved { stored, created: created? });
+        if let Some(upserted) = self.upsert_item_on_held(&stored, user).await {
+            let (_thread, created) = upserted?;
+            return Ok(Saved { stored, created });
         }
         let (_writer, txn) = self.db.begin_write().await?;
         lock_thread(&txn, user, thread_id, Lock::Shared).await?;
@@ -226,25 +218,19 @@ pub(super) enum Lock {
     Exclusive,
 }
 
-/// Locks the user's thread row in `txn`; `NotFound` when there is none.
+/// Locks the user's thread row in `txn` and answers it; `NotFound` when there is none.
 pub(super) async fn lock_thread(
     txn: &DatabaseTransaction,
     user: &str,
     thread_id: &str,
     lock: Lock,
-) -> RepoResult<()> {
-    let query = chatkit_thread::Entity::find_by_id((user.to_owned(), thread_id.to_owned()))
-        .select_only()
-        .column(chatkit_thread::Column::ThreadId);
+) -> RepoResult<StoredThread> {
+    let query = chatkit_thread::Entity::find_by_id((user.to_owned(), thread_id.to_owned()));
     let query = match lock {
         Lock::Shared => query.lock_shared(),
         Lock::Exclusive => query.lock_exclusive(),
     };
-    let thread: Option<String> = query.into_tuple().one(txn).await?;
-    match thread {
-        Some(_) => Ok(()),
-        None => Err(RepoError::NotFound(format!("thread {thread_id:?} not found"))),
-    }
+    query.one(txn).await?.map(StoredThread::from).ok_or_else(|| thread_not_found(thread_id))
 }
 
 /// Upserts an item of a thread `txn` has locked; whether it created it.
@@ -344,7 +330,7 @@ impl Store for DbStore {
             .one(self.db.connection())
             .await?
             .map(StoredThread::from)
-            .ok_or_else(|| RepoError::NotFound(format!("thread {thread_id:?} not found")))
+            .ok_or_else(|| thread_not_found(thread_id))
     }
 
     async fn save_thread(&self, thread: &str, user: &str) -> RepoResult<Saved<StoredThread>> {

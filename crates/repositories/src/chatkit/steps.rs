@@ -6,7 +6,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
 use super::objects::{check_ids, invalid};
 use super::queries::{Lock, items_page_query, lock_thread, put_attachment, put_item, thread_of};
-use super::{DbStore, Saved, StoredAttachment, StoredItem};
+use super::{DbStore, Saved, StoredAttachment, StoredItem, StoredThread};
 use crate::page::keyset_after;
 use crate::{Order, RepoResult};
 
@@ -21,35 +21,37 @@ pub struct ItemChanges {
 
 impl DbStore {
     /// Stores a new item together with attachment metadata (a user message and the
-    /// attachments it sends, their `thread_id` set), in one transaction. The thread must exist.
+    /// attachments it sends, their `thread_id` set), in one transaction, and answers the
+    /// thread with it: a turn needs both, and on PostgreSQL, without attachments, gets them in
+    /// one statement. The thread must exist.
     pub async fn add_item_with_attachments(
         &self,
         thread_id: &str,
         item: &str,
         attachments: &[String],
         user: &str,
-    ) -> RepoResult<Saved<StoredItem>> {
+    ) -> RepoResult<(StoredThread, Saved<StoredItem>)> {
         check_ids(&[("thread id", thread_id), ("user id", user)])?;
         let stored = StoredItem::parse(thread_id, item)?;
         let attachments = attachments
             .iter()
             .map(|attachment| StoredAttachment::parse(attachment))
             .collect::<RepoResult<Vec<_>>>()?;
-        // Without attachments it is an item upsert, which has a one-statement form.
         if attachments.is_empty()
-            && let Some(created) = self.upsert_item_on_held(&stored, user).await
+            && let Some(upserted) = self.upsert_item_on_held(&stored, user).await
         {
-            return Ok(Saved { stored, created: created? });
+            let (thread, created) = upserted?;
+            return Ok((thread, Saved { stored, created }));
         }
         let (_writer, txn) = self.db().begin_write().await?;
-        lock_thread(&txn, user, thread_id, Lock::Shared).await?;
+        let thread = lock_thread(&txn, user, thread_id, Lock::Shared).await?;
         for attachment in &attachments {
             put_attachment(&txn, user, attachment).await?;
         }
         let created = put_item(&txn, user, &stored).await?;
         txn.commit().await?;
         self.db().search_index().wake();
-        Ok(Saved { stored, created })
+        Ok((thread, Saved { stored, created }))
     }
 
     /// Deletes every item that comes after `item_id` in the thread's order (`created_at`, then

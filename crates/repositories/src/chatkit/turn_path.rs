@@ -1,6 +1,7 @@
 //! The store calls of every ChatKit turn on PostgreSQL, one statement each on a held
-//! connection (see `held.rs`): `load_thread`, and the item upsert behind `add_thread_item`
-//! and `save_item`, which a turn makes twice (the user's message, then the answer).
+//! connection (see `held.rs`): the item upsert behind `add_thread_item` and `save_item`, which
+//! a turn makes twice (the user's message, answering the thread as well, then the answer), and
+//! `load_thread` for the requests that only read.
 //!
 //! Through sea-orm, each was its own pool checkout, and the upsert a transaction of five round
 //! trips (BEGIN, lock the thread, look for the item, upsert, COMMIT), each checkout ending
@@ -12,9 +13,10 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sqlx::{self, PgConnection};
 
+use super::objects::thread_not_found;
 use super::{DbStore, StoredItem, StoredThread};
+use crate::RepoResult;
 use crate::db::{Held, sqlx_error};
-use crate::{RepoError, RepoResult};
 
 const LOAD_THREAD_SQL: &str = "\
 SELECT title, created_at, data FROM chatkit_threads WHERE user_id = $1 AND thread_id = $2";
@@ -24,10 +26,12 @@ SELECT title, created_at, data FROM chatkit_threads WHERE user_id = $1 AND threa
 /// exclusively, waits or is waited for, as before), the item is upserted only if the thread
 /// was found (a data-modifying `WITH` runs whether or not it is read), and whether the item
 /// existed is read from the statement's snapshot, taken before the upsert. A repeat keeps its
-/// `seq`, hence its place among items of equal `created_at`.
+/// `seq`, hence its place among items of equal `created_at`. It answers the thread as well (no
+/// row when there is none), so that a turn need not load it in a round trip of its own.
 const UPSERT_ITEM_SQL: &str = "\
 WITH thread AS (
-    SELECT thread_id FROM chatkit_threads WHERE user_id = $1 AND thread_id = $2 FOR SHARE
+    SELECT title, created_at, data FROM chatkit_threads
+    WHERE user_id = $1 AND thread_id = $2 FOR SHARE
 ), existing AS (
     SELECT seq FROM chatkit_items WHERE user_id = $1 AND thread_id = $2 AND item_id = $3
 ), written AS (
@@ -36,7 +40,7 @@ WITH thread AS (
     ON CONFLICT (user_id, thread_id, item_id) DO UPDATE
         SET item_type = EXCLUDED.item_type, created_at = EXCLUDED.created_at, data = EXCLUDED.data
 )
-SELECT EXISTS (SELECT 1 FROM thread), EXISTS (SELECT 1 FROM existing)";
+SELECT title, created_at, data, EXISTS (SELECT 1 FROM existing) FROM thread";
 
 impl DbStore {
     /// `load_thread` in one statement on a held connection; `None` off PostgreSQL.
@@ -62,17 +66,17 @@ impl DbStore {
             Some((title, created_at, json)) => {
                 Ok(StoredThread { id: thread_id.to_owned(), title, created_at, json })
             }
-            None => Err(RepoError::NotFound(format!("thread {thread_id:?} not found"))),
+            None => Err(thread_not_found(thread_id)),
         })
     }
 
-    /// Upserts `stored` into its thread in one statement on a held connection, answering
-    /// whether it created it; `None` off PostgreSQL.
+    /// Upserts `stored` into its thread in one statement on a held connection, answering the
+    /// thread and whether the item was created; `None` off PostgreSQL.
     pub(super) async fn upsert_item_on_held(
         &self,
         stored: &StoredItem,
         user: &str,
-    ) -> Option<RepoResult<bool>> {
+    ) -> Option<RepoResult<(StoredThread, bool)>> {
         let Held::Postgres(held) = self.db().held() else { return None };
         let upsert = async |connection: &mut PgConnection| {
             sqlx::query_as(UPSERT_ITEM_SQL)
@@ -82,20 +86,20 @@ impl DbStore {
                 .bind(stored.item_type.as_str())
                 .bind(stored.created_at)
                 .bind(stored.json.as_str())
-                .fetch_one(connection)
+                .fetch_optional(connection)
                 .await
         };
-        let found: Result<(bool, bool), _> = held.run(upsert).await.map_err(sqlx_error);
-        Some(match found {
-            Ok((true, existed)) => {
-                // Its trigger queued it for search (see `search_index`).
-                self.db().search_index().wake();
-                Ok(!existed)
-            }
-            Ok((false, _)) => {
-                Err(RepoError::NotFound(format!("thread {:?} not found", stored.thread_id)))
-            }
-            Err(err) => Err(err),
-        })
+        let row: Option<(Option<String>, DateTime<Utc>, String, bool)> =
+            match held.run(upsert).await.map_err(sqlx_error) {
+                Ok(row) => row,
+                Err(err) => return Some(Err(err)),
+            };
+        let Some((title, created_at, json, existed)) = row else {
+            return Some(Err(thread_not_found(&stored.thread_id)));
+        };
+        // Its trigger queued it for search (see `search_index`).
+        self.db().search_index().wake();
+        let thread = StoredThread { id: stored.thread_id.clone(), title, created_at, json };
+        Some(Ok((thread, !existed)))
     }
 }
