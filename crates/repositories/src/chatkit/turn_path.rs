@@ -1,7 +1,7 @@
 //! The store calls of every ChatKit turn on PostgreSQL, one statement each on a held
 //! connection (see `held.rs`): the item upsert behind `add_thread_item` and `save_item`, which
 //! a turn makes twice (the user's message, answering the thread as well, then the answer), and
-//! `load_thread` for the requests that only read.
+//! `load_thread` for every other request (and a message with attachments).
 //!
 //! Through sea-orm, each was its own pool checkout, and the upsert a transaction of five round
 //! trips (BEGIN, lock the thread, look for the item, upsert, COMMIT), each checkout ending
