@@ -21,7 +21,6 @@ mod console_browser;
 mod depth;
 mod errors;
 mod fuzz_regressions;
-mod logs;
 mod memory;
 mod migrations;
 mod operations;

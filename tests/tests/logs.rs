@@ -4,6 +4,15 @@
 //!
 //! The runtime here has one thread, where the server, the client and the spawned tasks all
 //! run, so a subscriber set for this thread sees everything the server logs.
+//!
+//! It is a test binary of its own, not part of the suite: `tracing` decides once per process
+//! whether a span or event is wanted, when it is first reached, for whatever subscriber that
+//! thread has. In the suite another test's thread, with none, could reach the request span
+//! first, and the span was then off for this test too (a CI run logged the responder's
+//! failure without its request id).
+
+// A panic in a test is a failed test with a clear location.
+#![allow(clippy::unwrap_used)]
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
