@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::Context;
+use plotters::coord::Shift;
 use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -97,15 +98,8 @@ where
     X: AsRangedCoord<Value = f64>,
     X::CoordDescType: ValueFormatter<f64>,
 {
-    prepare(path)?;
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(labels.title, (FONT, 24))
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(64)
-        .build_cartesian_2d(x_range, y_range)?;
+    let root = canvas(path)?;
+    let mut chart = frame(&root, labels.title).build_cartesian_2d(x_range, y_range)?;
     chart
         .configure_mesh()
         .x_desc(labels.x)
@@ -160,15 +154,9 @@ pub(crate) fn bars(
     series: &[Bars],
 ) -> anyhow::Result<()> {
     anyhow::ensure!(!groups.is_empty() && !series.is_empty(), "a chart needs bars");
-    prepare(path)?;
     let y_max = series.iter().flat_map(|bars| bars.values.iter().copied()).fold(0.0, f64::max);
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(labels.title, (FONT, 24))
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(64)
+    let root = canvas(path)?;
+    let mut chart = frame(&root, labels.title)
         .build_cartesian_2d(0.0..groups.len() as f64, 0.0..nice_ceiling(y_max * 1.08))?;
     chart
         .configure_mesh()
@@ -236,12 +224,25 @@ where
     Ok(())
 }
 
-fn prepare(path: &Path) -> anyhow::Result<()> {
+/// A blank chart-sized SVG at `path`, its folder made if need be.
+fn canvas(path: &Path) -> anyhow::Result<DrawingArea<SVGBackend<'_>, Shift>> {
     if let Some(folder) = path.parent() {
         std::fs::create_dir_all(folder)
             .with_context(|| format!("cannot create {}", folder.display()))?;
     }
-    Ok(())
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    Ok(root)
+}
+
+/// Every chart's title, margins and room for axis labels, ready for its axes.
+fn frame<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(root);
+    builder.caption(title, (FONT, 24)).margin(16).x_label_area_size(44).y_label_area_size(64);
+    builder
 }
 
 /// The axis's top: the next round number (1, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 times a power of
