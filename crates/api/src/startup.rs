@@ -32,7 +32,7 @@ use crate::routes;
 use crate::serve::{self, ConnectionLimits};
 use crate::settings::{IdempotencySettings, SearchSettings, Settings};
 use crate::signed_urls::UrlSigner;
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -191,7 +191,7 @@ async fn open_database(
     let retention = settings.retention.clone();
     let search = settings.search.clone();
     let metrics = Arc::new(Metrics::default());
-    let state = AppState {
+    let state = AppState::new(Shared {
         responder,
         full_reads,
         urls,
@@ -199,7 +199,7 @@ async fn open_database(
         settings: Arc::new(settings),
         verifier,
         metrics: metrics.clone(),
-    };
+    });
     serving.send_replace(Some(Serving { router: router(state), db: db.clone() }));
     tracing::info!("the database is open: serving every route");
     // They run until this task is aborted (at shutdown).
