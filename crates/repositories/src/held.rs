@@ -10,20 +10,24 @@
 //! a SQLite script cut short can leave its transaction open, which the pool's check would not
 //! notice.
 //!
-//! The stock holds at most half the pool, so other requests always find connections there.
-//! When the pool has nothing idle and can open no more (requests may be queued on it), a
-//! finished connection goes back to the pool instead, which hands it to the longest waiter:
-//! otherwise requests arriving while the stock had a connection would overtake the queued
-//! ones, and at 64 clients on a pool of 32 some ChatKit turns waited seconds (p99 about 2 s).
-//! A connection that sat on it longer than the pool's idle check, or left the pool more than
-//! `max_lifetime` ago, goes back to the pool rather than being reused, so those two settings
-//! keep their meaning.
+//! The stock has at most half the pool out at once (on its shelf or running a statement), so
+//! other requests always find connections in the pool. Statements beyond that wait for a
+//! connection of the stock, first come first served: a finished connection goes to the
+//! longest waiter through the shelf. They used to take one from the pool instead, and give it
+//! back there, paying the pool's check (a round trip) on every return: at 64 clients, more
+//! clients than held connections, that was a third round trip for most statements, and 64
+//! clients ran fewer turns than 16. (Before the queue was fair, requests arriving while the
+//! stock had a connection overtook queued ones, and at 64 clients on a pool of 32 some ChatKit
+//! turns waited seconds.) A connection that sat on the shelf longer than the pool's idle
+//! check, or left the pool more than `max_lifetime` ago, goes back to the pool rather than
+//! being reused, so those two settings keep their meaning.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sea_orm::sqlx::pool::PoolConnection;
 use sea_orm::sqlx::{self, Database, Pool};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// A pooled connection unused this long is checked before use (see `db.rs`); one held that
 /// long goes back to the pool, which checks it.
@@ -34,8 +38,10 @@ pub(crate) const IDLE_CHECK: Duration = Duration::from_secs(30);
 pub(crate) struct HeldConnections<DB: Database> {
     pool: Pool<DB>,
     stock: Mutex<Stock<DB>>,
-    capacity: usize,
-    max_connections: u32,
+    /// A permit per connection the stock may have out, handed out in the order statements
+    /// asked; `None` when the pool is too small to spare one (the statements then take their
+    /// connections from the pool, and give them back there).
+    out: Option<Semaphore>,
     max_lifetime: Duration,
 }
 
@@ -57,24 +63,29 @@ struct Held<DB: Database> {
     shelved: Instant,
 }
 
-/// A held connection in use. Dropped before [`InUse::finish`] (the statement failed, or the
-/// request was cancelled while it ran), it closes its connection instead of returning it.
-struct InUse<DB: Database>(Option<Held<DB>>);
+/// A held connection in use, with its permit (see [`HeldConnections::out`]). Dropped before
+/// [`InUse::finish`] (the statement failed, or the request was cancelled while it ran), it
+/// closes its connection instead of returning it, and the next statement in line opens
+/// another.
+struct InUse<'a, DB: Database> {
+    held: Option<Held<DB>>,
+    permit: Option<SemaphorePermit<'a>>,
+}
 
-impl<DB: Database> InUse<DB> {
+impl<'a, DB: Database> InUse<'a, DB> {
     fn connection(&mut self) -> &mut DB::Connection {
         // Only `finish`, which consumes self, takes the connection out.
-        &mut self.0.as_mut().expect("an InUse holds its connection until finished").connection
+        &mut self.held.as_mut().expect("an InUse holds its connection until finished").connection
     }
 
-    fn finish(mut self) -> Option<Held<DB>> {
-        self.0.take()
+    fn finish(mut self) -> (Option<Held<DB>>, Option<SemaphorePermit<'a>>) {
+        (self.held.take(), self.permit.take())
     }
 }
 
-impl<DB: Database> Drop for InUse<DB> {
+impl<DB: Database> Drop for InUse<'_, DB> {
     fn drop(&mut self) {
-        if let Some(held) = &mut self.0 {
+        if let Some(held) = &mut self.held {
             held.connection.close_on_drop();
         }
     }
@@ -82,37 +93,48 @@ impl<DB: Database> Drop for InUse<DB> {
 
 impl<DB: Database> HeldConnections<DB> {
     pub(crate) fn new(pool: Pool<DB>, max_connections: u32, max_lifetime: Duration) -> Self {
+        let capacity = (max_connections / 2) as usize;
         Self {
             pool,
             stock: Mutex::new(Stock { connections: Vec::new(), closed: false }),
-            capacity: (max_connections / 2) as usize,
-            max_connections,
+            out: (capacity > 0).then(|| Semaphore::new(capacity)),
             max_lifetime,
         }
     }
 
-    /// Runs `statement` on a held connection (or one from the pool when none is at hand),
-    /// and keeps the connection for the next statement if this one succeeded.
+    /// Runs `statement` on a held connection, waiting in line for one when the stock has all
+    /// of its connections out, and keeps the connection for the next statement if this one
+    /// succeeded.
     pub(crate) async fn run<T>(
         &self,
         statement: impl AsyncFnOnce(&mut DB::Connection) -> Result<T, sqlx::Error>,
     ) -> Result<T, sqlx::Error> {
-        let mut in_use = InUse(Some(self.take().await?));
+        let mut in_use = self.take().await?;
         let outcome = statement(in_use.connection()).await;
-        if outcome.is_ok()
-            && let Some(held) = in_use.finish()
-        {
-            self.give_back(held);
+        if outcome.is_ok() {
+            let (held, permit) = in_use.finish();
+            if let Some(held) = held {
+                self.give_back(held);
+            }
+            // After the shelving: the next in line finds the connection there.
+            drop(permit);
         }
         outcome
     }
 
-    /// The most recently used held connection that is still fresh, else one from the pool.
-    async fn take(&self) -> Result<Held<DB>, sqlx::Error> {
+    /// Once it is this statement's turn, the most recently used held connection that is
+    /// still fresh, else one from the pool.
+    async fn take(&self) -> Result<InUse<'_, DB>, sqlx::Error> {
+        let permit = match &self.out {
+            Some(out) => Some(out.acquire().await.map_err(|_| sqlx::Error::PoolClosed)?),
+            None => None,
+        };
         loop {
             let held = self.lock().connections.pop();
             match held {
-                Some(held) if held.shelved.elapsed() < IDLE_CHECK => return Ok(held),
+                Some(held) if held.shelved.elapsed() < IDLE_CHECK => {
+                    return Ok(InUse { held: Some(held), permit });
+                }
                 // Dropped outside the lock: back to the pool, which checks it.
                 Some(stale) => drop(stale),
                 None => break,
@@ -120,26 +142,20 @@ impl<DB: Database> HeldConnections<DB> {
         }
         let connection = self.pool.acquire().await?;
         let now = Instant::now();
-        Ok(Held { connection, taken: now, shelved: now })
+        Ok(InUse { held: Some(Held { connection, taken: now, shelved: now }), permit })
     }
 
-    /// Takes `held` back after a statement that completed without error. Past the stock's
-    /// capacity or its lifetime, it goes back to the pool instead.
+    /// Takes `held` back after a statement that completed without error, unless it is past
+    /// its lifetime or the stock is closed: then it goes back to the pool.
     fn give_back(&self, mut held: Held<DB>) {
-        if held.taken.elapsed() >= self.max_lifetime || self.pool_may_have_waiters() {
+        if self.out.is_none() || held.taken.elapsed() >= self.max_lifetime {
             return;
         }
         let mut stock = self.lock();
-        if !stock.closed && stock.connections.len() < self.capacity {
+        if !stock.closed {
             held.shelved = Instant::now();
             stock.connections.push(held);
         }
-    }
-
-    /// Whether requests may be queued on the pool: nothing idle in it, and no room to open
-    /// another connection.
-    fn pool_may_have_waiters(&self) -> bool {
-        self.pool.num_idle() == 0 && self.pool.size() >= self.max_connections
     }
 
     /// Gives every held connection back to the pool, now and from now on: closing the pool
@@ -151,6 +167,10 @@ impl<DB: Database> HeldConnections<DB> {
             std::mem::take(&mut stock.connections)
         };
         drop(released);
+        // Statements still in line would wait for connections that no longer come back.
+        if let Some(out) = &self.out {
+            out.close();
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Stock<DB>> {

@@ -572,6 +572,94 @@ async fn sqlite_append_blocked_by_another_writer_answers_503_then_recovers() {
     .await;
 }
 
+/// Session reads and appends keep their connections between statements, at most half the pool
+/// of them: with more at once, the others wait in line for one of those rather than take the
+/// rest of the pool, which other requests need. Five appends to a chat whose row another
+/// transaction holds: two (half a pool of 4) wait on the row inside PostgreSQL, three wait in
+/// line in the process, and a query of another kind still gets a connection at once. (The
+/// previous code gave the three the pool's other two connections, and the query waited.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_statements_beyond_half_the_pool_wait_in_line() {
+    use repositories::sea_orm::TransactionTrait;
+    with_database(Backend::Postgres, async |database| {
+        let small_pool = chatstore_tests::test_settings(&database.url, |settings| {
+            settings.database.max_connections = 4;
+            settings.database.acquire_timeout_secs = 3;
+        });
+        let db = repositories::Db::connect(&small_pool.database).await.unwrap();
+        db.migrate().await.unwrap();
+        let item = r#"{"role":"user","content":"hello"}"#;
+        db.sessions().add_items("alice", "s", &[item], None).await.unwrap();
+
+        let observer = database.connect().await;
+        let holder = observer.connection().begin().await.unwrap();
+        holder
+            .execute_unprepared(
+                "SELECT 1 FROM chats WHERE user_id = 'alice' AND chat_id = 's' FOR UPDATE",
+            )
+            .await
+            .unwrap();
+        let appends: Vec<_> = (0..5)
+            .map(|_| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    db.sessions().add_items("alice", "s", &[item, item], None).await.unwrap()
+                })
+            })
+            .collect();
+        let waiting_on_the_row = async || {
+            let sql = "SELECT count(*) AS n FROM pg_stat_activity \
+                       WHERE datname = current_database() AND wait_event_type = 'Lock'";
+            let statement = sea_orm::Statement::from_string(observer.db_backend(), sql);
+            let row = observer.connection().query_one_raw(statement).await.unwrap().unwrap();
+            row.try_get::<i64>("", "n").unwrap()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while waiting_on_the_row().await < 2 {
+            assert!(std::time::Instant::now() < deadline, "the appends never reached the row");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(waiting_on_the_row().await, 2, "at most half the pool for session statements");
+        let count = within(Duration::from_secs(2), db.chats().count("alice", false)).await.unwrap();
+        assert_eq!(count, 1, "another query got a connection while the appends waited");
+
+        holder.rollback().await.unwrap();
+        for append in appends {
+            assert_eq!(within(Duration::from_secs(10), append).await.unwrap(), 2);
+        }
+        assert_eq!(db.sessions().item_count("alice", "s").await.unwrap(), 11);
+        assert_eq!(db.sessions().latest_items("alice", "s", 50).await.unwrap(), vec![item; 11]);
+        db.close().await;
+    })
+    .await;
+}
+
+/// With a pool of one connection there is none to spare for keeping: session statements take
+/// it from the pool and give it back, so other queries still find it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_of_one_keeps_no_connection_back() {
+    with_database(Backend::Postgres, async |database| {
+        let one = chatstore_tests::test_settings(&database.url, |settings| {
+            settings.database.max_connections = 1;
+            settings.database.acquire_timeout_secs = 3;
+        });
+        // Migrating takes two connections (one holds the migration lock).
+        database.connect().await.migrate().await.unwrap();
+        let db = repositories::Db::connect(&one.database).await.unwrap();
+        let item = r#"{"role":"user","content":"hello"}"#;
+        for _ in 0..3 {
+            db.sessions().add_items("alice", "s", &[item], None).await.unwrap();
+            let count =
+                within(Duration::from_secs(2), db.chats().count("alice", false)).await.unwrap();
+            assert_eq!(count, 1);
+        }
+        assert_eq!(db.sessions().latest_items("alice", "s", 10).await.unwrap(), vec![item; 3]);
+        db.close().await;
+    })
+    .await;
+}
+
 dual_backend_tests!(
     abandoned_appends_leave_whole_contiguous_batches,
     a_failed_append_leaves_nothing_behind_and_later_ones_work,
