@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::Connection as _;
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::sqlx::{Postgres, Sqlite};
@@ -228,7 +229,7 @@ impl Db {
     }
 
     /// Applies every pending migration. On PostgreSQL, instances starting together take
-    /// turns, so they never race to create the same tables: one dedicated connection holds a
+    /// turns, so they never race to create the same tables: a connection of its own holds a
     /// transaction-scoped advisory lock while the migrations run. Transaction-scoped, because
     /// behind a transaction-mode pooler (PgBouncer, Neon's pooled endpoints) a session lock
     /// would stay on whichever server connection took it, and an unlock could reach another.
@@ -239,16 +240,21 @@ impl Db {
         }
         let sqlx_error =
             |err: sqlx::Error| sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(err.into()));
-        let mut lock_holder =
-            self.conn.get_postgres_connection_pool().begin().await.map_err(sqlx_error)?;
+        // Opened beside the pool, not taken from it: the migrations run on the pool, which
+        // may have room for one connection only.
+        let options = self.conn.get_postgres_connection_pool().connect_options();
+        let mut lock_connection =
+            sqlx::PgConnection::connect_with(&options).await.map_err(sqlx_error)?;
+        let mut lock_holder = lock_connection.begin().await.map_err(sqlx_error)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(MIGRATION_LOCK_KEY)
             .execute(&mut *lock_holder)
             .await
             .map_err(sqlx_error)?;
         let migrated = Migrator::up(&self.conn, None).await;
-        // Ending the transaction releases the lock (so would the connection dropping).
+        // Ending the transaction releases the lock (so would the connection closing).
         let _ = lock_holder.rollback().await;
+        let _ = lock_connection.close().await;
         Ok(migrated?)
     }
 

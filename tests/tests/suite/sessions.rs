@@ -636,7 +636,7 @@ async fn session_statements_beyond_half_the_pool_wait_in_line() {
 }
 
 /// With a pool of one connection there is none to spare for keeping: session statements take
-/// it from the pool and give it back, so other queries still find it.
+/// it from the pool and give it back, so other queries still find it. Migrating works too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_of_one_keeps_no_connection_back() {
     with_database(Backend::Postgres, async |database| {
@@ -644,9 +644,9 @@ async fn a_pool_of_one_keeps_no_connection_back() {
             settings.database.max_connections = 1;
             settings.database.acquire_timeout_secs = 3;
         });
-        // Migrating takes two connections (one holds the migration lock).
-        database.connect().await.migrate().await.unwrap();
         let db = repositories::Db::connect(&one.database).await.unwrap();
+        // The migration lock's connection is not the pool's: a pool of one can migrate.
+        db.migrate().await.unwrap();
         let item = r#"{"role":"user","content":"hello"}"#;
         for _ in 0..3 {
             db.sessions().add_items("alice", "s", &[item], None).await.unwrap();
