@@ -532,7 +532,36 @@ was not the limit: the server's CPU was, about 160 µs per request, a third of i
   fewer. Search indexing, measured the same way (`APP__SEARCH__ENABLED=false`, then the default; one \
   run each), costs ChatKit turns about a tenth: 2,077 turns/s and p99 24.2 ms off, 1,819 and 28.6 \
   ms on, at 16 clients. Over the five runs of this binary, p99 at 16 clients came out at 22.3 to 30.4 \
-  ms: the table's run is under the 25 ms target, but not every run is.";
+  ms: the table's run is under the 25 ms target, but not every run is.\n\
+- **The application state in one allocation.** A `perf` profile with call stacks (`--call-graph \
+  dwarf`) of the server answering the 16 clients' `/healthz` turns put 15% of its CPU in cloning \
+  and dropping the application state: axum clones \
+  it into every route and middleware service a request passes, and it held a reference count per \
+  field (the pool, the verifier, the metrics, ...), whose cache lines moved between the two cores. \
+  It is now one `Arc`. The binary before and after alternating twice (`--only turns \
+  --turn-histories 100`): HTTP alone **27,000 and 31,600 to 42,000 and 39,800** turns/s at 16 \
+  clients; session turns at 16 clients 2,543 and 2,533 to 3,482 and 2,996 turns/s (0.45 and 0.38x \
+  of the floor to 0.47 and 0.44x, the floor itself running faster in the later runs), p99 21.9 and \
+  14.6 to 11.7 and 12.9 ms. Also: request ids drawn from a thread-local generator (uuid's \
+  `fast-rng`) instead of a `getrandom` system call each, 2.5% of the server's CPU under `/healthz` \
+  load before, 0.1% after.\n\
+- **Statements beyond the held connections wait in line.** At 64 clients, more than the 16 \
+  connections the session statements keep (half the pool), a statement that found none free took \
+  one from the pool and gave it back there, where sqlx checks it with a round trip: a third round \
+  trip for most statements, and 64 clients ran fewer turns than 16 (0.37-0.39x of the floor \
+  against 0.44-0.49x). Those statements now wait in a fair queue for a kept connection, and the \
+  rest of the pool stays free for other requests. Alternating with the binary before (`--only \
+  turns --turn-histories 100`, twice): 64 clients **2,547 and 2,992 to 3,788 and 3,495** turns/s \
+  (0.37 and 0.38x to 0.45 and 0.46x), p99 45.7 and 38.5 to 29.7 and 31.0 ms; 16 clients unchanged \
+  (0.47 and 0.49x against 0.47 and 0.48x).\n\
+- **Where the rest of the gap lies now (a measurement).** The CPU of each process, read from /proc \
+  every second through a turn run at 16 clients: during chatstore's turns PostgreSQL used about \
+  170% of the two cores, the server about 45% and the load generator about 12%; during the floor's, \
+  PostgreSQL and pgbench used the whole machine for about twice the turns. PostgreSQL spends about \
+  twice the CPU on a chatstore turn that it spends on the floor's, so the server is no longer the \
+  larger part of the gap. Of that, search indexing is a part: with `APP__SEARCH__ENABLED=false` \
+  the same run gave 0.47x at 16 clients and 0.60x at 64, against 0.41x and 0.57x with it on (one \
+  run each, on a busier hour of the machine).";
 
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
