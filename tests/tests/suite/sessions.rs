@@ -572,6 +572,21 @@ async fn sqlite_append_blocked_by_another_writer_answers_503_then_recovers() {
     .await;
 }
 
+/// A connection to `database` with a pool of `size`, which gives up on a connection after 3 s,
+/// migrated through that pool.
+async fn migrated_with_pool(
+    database: &chatstore_tests::TestDatabase,
+    size: u32,
+) -> repositories::Db {
+    let settings = chatstore_tests::test_settings(&database.url, |settings| {
+        settings.database.max_connections = size;
+        settings.database.acquire_timeout_secs = 3;
+    });
+    let db = repositories::Db::connect(&settings.database).await.unwrap();
+    db.migrate().await.unwrap();
+    db
+}
+
 /// Session reads and appends keep their connections between statements, at most half the pool
 /// of them: with more at once, the others wait in line for one of those rather than take the
 /// rest of the pool, which other requests need. Five appends to a chat whose row another
@@ -582,12 +597,7 @@ async fn sqlite_append_blocked_by_another_writer_answers_503_then_recovers() {
 async fn session_statements_beyond_half_the_pool_wait_in_line() {
     use repositories::sea_orm::TransactionTrait;
     with_database(Backend::Postgres, async |database| {
-        let small_pool = chatstore_tests::test_settings(&database.url, |settings| {
-            settings.database.max_connections = 4;
-            settings.database.acquire_timeout_secs = 3;
-        });
-        let db = repositories::Db::connect(&small_pool.database).await.unwrap();
-        db.migrate().await.unwrap();
+        let db = migrated_with_pool(database, 4).await;
         let item = r#"{"role":"user","content":"hello"}"#;
         db.sessions().add_items("alice", "s", &[item], None).await.unwrap();
 
@@ -640,13 +650,8 @@ async fn session_statements_beyond_half_the_pool_wait_in_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_of_one_keeps_no_connection_back() {
     with_database(Backend::Postgres, async |database| {
-        let one = chatstore_tests::test_settings(&database.url, |settings| {
-            settings.database.max_connections = 1;
-            settings.database.acquire_timeout_secs = 3;
-        });
-        let db = repositories::Db::connect(&one.database).await.unwrap();
         // The migration lock's connection is not the pool's: a pool of one can migrate.
-        db.migrate().await.unwrap();
+        let db = migrated_with_pool(database, 1).await;
         let item = r#"{"role":"user","content":"hello"}"#;
         for _ in 0..3 {
             db.sessions().add_items("alice", "s", &[item], None).await.unwrap();
