@@ -126,7 +126,13 @@ impl<DB: Database> HeldConnections<DB> {
     /// still fresh, else one from the pool.
     async fn take(&self) -> Result<InUse<'_, DB>, sqlx::Error> {
         let permit = match &self.out {
-            Some(out) => Some(out.acquire().await.map_err(|_| sqlx::Error::PoolClosed)?),
+            // As long as the pool would wait for a connection, and failing the same way.
+            Some(out) => Some(
+                tokio::time::timeout(self.pool.options().get_acquire_timeout(), out.acquire())
+                    .await
+                    .map_err(|_| sqlx::Error::PoolTimedOut)?
+                    .map_err(|_| sqlx::Error::PoolClosed)?,
+            ),
             None => None,
         };
         loop {
