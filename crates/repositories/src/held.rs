@@ -125,10 +125,12 @@ impl<DB: Database> HeldConnections<DB> {
     /// Once it is this statement's turn, the most recently used held connection that is
     /// still fresh, else one from the pool.
     async fn take(&self) -> Result<InUse<'_, DB>, sqlx::Error> {
+        // The wait in line and any wait on the pool after it share one deadline: as long as
+        // the pool alone would wait for a connection, failing the same way.
+        let deadline = tokio::time::Instant::now() + self.pool.options().get_acquire_timeout();
         let permit = match &self.out {
-            // As long as the pool would wait for a connection, and failing the same way.
             Some(out) => Some(
-                tokio::time::timeout(self.pool.options().get_acquire_timeout(), out.acquire())
+                tokio::time::timeout_at(deadline, out.acquire())
                     .await
                     .map_err(|_| sqlx::Error::PoolTimedOut)?
                     .map_err(|_| sqlx::Error::PoolClosed)?,
@@ -146,7 +148,9 @@ impl<DB: Database> HeldConnections<DB> {
                 None => break,
             }
         }
-        let connection = self.pool.acquire().await?;
+        let connection = tokio::time::timeout_at(deadline, self.pool.acquire())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)??;
         let now = Instant::now();
         Ok(InUse { held: Some(Held { connection, taken: now, shelved: now }), permit })
     }

@@ -658,6 +658,92 @@ async fn session_statements_beyond_half_the_pool_wait_in_line() {
     .await;
 }
 
+/// The wait in line and a wait on the pool after it share one deadline, the pool's acquire
+/// timeout from when the statement asked. On a pool of 2 (a stock of one, 3 s timeout): append
+/// A waits on a held row with the stock's connection, append B waits in line behind it, and
+/// another request waits on the full pool. At 2.5 s A's backend is killed: its connection
+/// closes, the other request takes the freed place in the pool, and B, its turn come, finds
+/// the shelf empty and the pool full. It gives up at 3 s. (Timed separately, the two waits
+/// ended at 5.5 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_waits_for_a_connection_one_acquire_timeout_in_all() {
+    use repositories::sea_orm::TransactionTrait;
+    with_database(Backend::Postgres, async |database| {
+        let db = migrated_with_pool(database, 2).await;
+        let item = r#"{"role":"user","content":"hello"}"#;
+        // Leaves the stock's connection on its shelf.
+        db.sessions().add_items("alice", "s", &[item], None).await.unwrap();
+        let holding_the_pools_other_connection = db.connection().begin().await.unwrap();
+
+        let observer = database.connect().await;
+        let holder = observer.connection().begin().await.unwrap();
+        holder
+            .execute_unprepared(
+                "SELECT 1 FROM chats WHERE user_id = 'alice' AND chat_id = 's' FOR UPDATE",
+            )
+            .await
+            .unwrap();
+        let append = |db: repositories::Db| {
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let outcome = db.sessions().add_items("alice", "s", &[item], None).await;
+                (outcome, started.elapsed())
+            })
+        };
+        let first = append(db.clone());
+        let waiting_on_the_row = async || {
+            let sql = "SELECT pid FROM pg_stat_activity \
+                       WHERE datname = current_database() AND wait_event_type = 'Lock'";
+            let statement = sea_orm::Statement::from_string(observer.db_backend(), sql);
+            let row = observer.connection().query_one_raw(statement).await.unwrap();
+            row.map(|row| row.try_get::<i32>("", "pid").unwrap())
+        };
+        let first_backend = within(Duration::from_secs(2), async {
+            loop {
+                if let Some(pid) = waiting_on_the_row().await {
+                    return pid;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        let second = append(db.clone());
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let other_request = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let transaction = db.connection().begin().await.unwrap();
+                let _ = released.await;
+                transaction.rollback().await.unwrap();
+            })
+        };
+
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let kill = format!("SELECT pg_terminate_backend({first_backend})");
+        observer.connection().execute_unprepared(&kill).await.unwrap();
+        let (outcome, _) = within(Duration::from_secs(5), first).await.unwrap();
+        assert!(outcome.is_err(), "the append whose backend was killed failed");
+
+        let (outcome, waited) = within(Duration::from_secs(10), second).await.unwrap();
+        assert!(
+            matches!(outcome, Err(repositories::RepoError::Unavailable(_))),
+            "the append that found no connection is unavailable: {outcome:?}"
+        );
+        assert!(
+            waited >= Duration::from_millis(2900) && waited < Duration::from_millis(4500),
+            "one acquire timeout (3 s) in all, not one per wait: it gave up after {waited:?}"
+        );
+
+        release.send(()).unwrap();
+        within(Duration::from_secs(5), other_request).await.unwrap();
+        holder.rollback().await.unwrap();
+        holding_the_pools_other_connection.rollback().await.unwrap();
+        assert_eq!(db.sessions().item_count("alice", "s").await.unwrap(), 1);
+        db.close().await;
+    })
+    .await;
+}
+
 /// With a pool of one connection there is none to spare for keeping: session statements take
 /// it from the pool and give it back, so other queries still find it. Migrating works too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
