@@ -28,6 +28,7 @@ mod m20261130_000009_search_plpgsql;
 mod m20261130_000010_search_deferred;
 mod m20261201_000011_search_mark_above_base;
 mod m20261205_000012_search_thread_queue;
+mod m20261205_000013_deleted_chats_index;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -48,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000010_search_deferred::Migration),
             Box::new(m20261201_000011_search_mark_above_base::Migration),
             Box::new(m20261205_000012_search_thread_queue::Migration),
+            Box::new(m20261205_000013_deleted_chats_index::Migration),
         ]
     }
 }

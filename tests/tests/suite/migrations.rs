@@ -87,4 +87,48 @@ async fn each_migration_steps_down_on_its_own(backend: Backend) {
     .await;
 }
 
-dual_backend_tests!(migrations_go_up_down_and_up_again, each_migration_steps_down_on_its_own);
+/// How `chats_deleted_at` is defined, as the database prints it.
+async fn deleted_at_index_definition(db: &repositories::Db) -> String {
+    use sea_orm::ConnectionTrait;
+    let sql = match db.db_backend() {
+        sea_orm::DbBackend::Postgres => {
+            "SELECT indexdef AS definition FROM pg_indexes WHERE indexname = 'chats_deleted_at'"
+        }
+        _ => "SELECT sql AS definition FROM sqlite_master WHERE name = 'chats_deleted_at'",
+    };
+    let statement = sea_orm::Statement::from_string(db.db_backend(), sql);
+    let row = db.connection().query_one_raw(statement).await.expect("query").expect("the index");
+    row.try_get::<String>("", "definition").expect("its definition")
+}
+
+/// Appends never write into the index of soft-deleted chats: it holds only those (migration
+/// 13), and stepping down makes it a full index again.
+async fn the_deleted_chats_index_holds_only_deleted_chats(backend: Backend) {
+    with_database(backend, async |database| {
+        let db = database.connect().await;
+        let conn = db.connection();
+        Migrator::up(conn, None).await.expect("up");
+        let partial = deleted_at_index_definition(&db).await;
+        assert!(
+            partial.contains("WHERE deleted_at IS NOT NULL")
+                || partial.contains("WHERE (deleted_at IS NOT NULL)"),
+            "{partial}"
+        );
+        let position = Migrator::migrations()
+            .iter()
+            .position(|migration| migration.name() == "m20261205_000013_deleted_chats_index")
+            .expect("migration 13");
+        let steps = u32::try_from(Migrator::migrations().len() - position).expect("a few");
+        Migrator::down(conn, Some(steps)).await.expect("down to before migration 13");
+        let full = deleted_at_index_definition(&db).await;
+        assert!(!full.contains("WHERE"), "{full}");
+        db.close().await;
+    })
+    .await;
+}
+
+dual_backend_tests!(
+    migrations_go_up_down_and_up_again,
+    each_migration_steps_down_on_its_own,
+    the_deleted_chats_index_holds_only_deleted_chats,
+);
