@@ -668,7 +668,8 @@ async fn main() -> anyhow::Result<()> {
         );
         growth::history_growth(&growth_args, args.growth_users, &mut report).await?;
     }
-    marks.push(("sqlite", report.len()));
+    let sqlite_start = report.len();
+    marks.push(("sqlite", sqlite_start));
     if wanted("sqlite") {
         let _ = writeln!(
             report,
@@ -689,7 +690,13 @@ async fn main() -> anyhow::Result<()> {
          alternate round by round. The SDK's p50/p99 are its own timings, averaged over the rounds.\n",
             args.turn_rounds, args.turn_seconds
         );
-        sqlite::embedded_turns(&turn_args, &mut report).await?;
+        let rows = sqlite::embedded_turns(&turn_args, &mut report).await?;
+        if rows.is_empty() && !args.only.is_empty() && args.out.exists() {
+            // Not measured (no Python with the Agents SDK, said above): a partial run keeps
+            // the table the file has rather than replacing it with that notice.
+            eprintln!("the SQLite table already in {} stays as it was", args.out.display());
+            report.truncate(sqlite_start);
+        }
     }
     marks.push(("reads", report.len()));
     if wanted("reads") {
