@@ -57,6 +57,52 @@ impl Db {
     }
 }
 
+impl Db {
+    /// The plans PostgreSQL keeps for the session reads of an agent turn once each has run
+    /// as a prepared statement as often as a busy connection runs it: the plan of a seventh
+    /// execution on `user`'s `session`, after six. Prepared statements are planned either
+    /// once for all parameters (a generic plan) or afresh at every execution, when the
+    /// planner judges the generic plan dearer; the second pays the planning at every turn.
+    /// Empty off PostgreSQL, which has no such choice.
+    pub async fn prepared_turn_read_plans(
+        &self,
+        user: &str,
+        session: &str,
+        limit: u64,
+    ) -> RepoResult<Vec<QueryPlan>> {
+        use sea_orm::TransactionTrait;
+        if self.db_backend() != DbBackend::Postgres {
+            return Ok(Vec::new());
+        }
+        // One connection for the prepared statements: a transaction's.
+        let txn = self.connection().begin().await?;
+        let literal = |text: &str| format!("'{}'", text.replace('\'', "''"));
+        let arguments = format!("({}, {}, {limit})", literal(user), literal(session));
+        let mut plans = Vec::new();
+        for (name, sql) in sessions::turn_reads_pg() {
+            txn.execute_unprepared(&format!("PREPARE turn_read (text, text, bigint) AS {sql}"))
+                .await?;
+            for _ in 0..6 {
+                txn.execute_unprepared(&format!("EXECUTE turn_read {arguments}")).await?;
+            }
+            let explain = Statement::from_string(
+                DbBackend::Postgres,
+                format!("EXPLAIN EXECUTE turn_read {arguments}"),
+            );
+            let rows = txn.query_all_raw(explain).await?;
+            let plan = rows
+                .iter()
+                .map(|row| row.try_get::<String>("", "QUERY PLAN"))
+                .collect::<Result<Vec<_>, _>>()?
+                .join("\n");
+            txn.execute_unprepared("DEALLOCATE turn_read").await?;
+            plans.push(QueryPlan { name, sql: sql.to_owned(), plan });
+        }
+        txn.rollback().await?;
+        Ok(plans)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::QueryPlan;

@@ -102,4 +102,37 @@ async fn no_list_or_page_query_scans_a_whole_table(backend: Backend) {
     .await;
 }
 
+/// The session reads of an agent turn are planned once per connection, not at every turn:
+/// after six executions, PostgreSQL keeps the prepared statement's generic plan (parameters
+/// as `$1`, `$2`), on a session long enough that a plan made for its own values looks cheaper
+/// (the read used to be planned afresh at every call there, 105 µs of planning a turn).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_reads_keep_one_plan_for_every_session() {
+    with_app(Backend::Postgres, async |app| {
+        let item = "{\"role\":\"user\",\"content\":\"hello\"}";
+        let batch = vec![item; 1000];
+        for session in 0..4 {
+            for _ in 0..5 {
+                app.db
+                    .sessions()
+                    .add_items("u1", &format!("s{session}"), &batch, None)
+                    .await
+                    .unwrap();
+            }
+        }
+        app.db.connection().execute_unprepared("ANALYZE").await.unwrap();
+        let plans = app.db.prepared_turn_read_plans("u1", "s1", 50).await.unwrap();
+        assert_eq!(plans.len(), 2);
+        for plan in plans {
+            assert!(
+                plan.plan.contains("user_id = $1") && !plan.plan.contains("'u1'"),
+                "{} is planned for each session's values:\n{}",
+                plan.name,
+                plan.plan
+            );
+        }
+    })
+    .await;
+}
+
 dual_backend_tests!(no_list_or_page_query_scans_a_whole_table);
