@@ -561,7 +561,52 @@ was not the limit: the server's CPU was, about 160 µs per request, a third of i
   twice the CPU on a chatstore turn that it spends on the floor's, so the server is no longer the \
   larger part of the gap. Of that, search indexing is a part: with `APP__SEARCH__ENABLED=false` \
   the same run gave 0.47x at 16 clients and 0.60x at 64, against 0.41x and 0.57x with it on (one \
-  run each, on a busier hour of the machine).";
+  run each, on a busier hour of the machine).\n\
+- **The session read planned once per connection, not at every turn.** `pg_stat_statements` with \
+  `track_planning`, under 16 `wrk` connections of session turns on sessions grown to about 30,000 \
+  items: the read of the latest items was planned at every call (28,822 plans for 28,822 calls), \
+  **105 µs of planning beside 70 µs of execution**. That is the \"planned afresh on every call\" of \
+  the measurements above. Its `LIMIT $3`, there to keep the planner's estimate of the range under \
+  `jit_above_cost`, made a plan for each call's own limit look cheaper than the generic plan once \
+  sessions average more than about 1,500 items, so the plan cache never kept the generic one. The \
+  read now gives the range both ends (`position <= position_base + item_count`, which no item \
+  passes) and no `LIMIT`: with two unknown bounds the planner estimates half a percent of the \
+  session (a 400,000-item session costs 3,471, far from JIT's 100,000), and it keeps the generic \
+  plan from the sixth call. Forcing generic plans on every statement, tried earlier, also made the \
+  background batch's plans generic and doubled p99; this changes only the read. A PostgreSQL test \
+  prepares both reads on a 5,000-item session and checks the plan kept is the generic one. \
+  Alternating with the binary before (`--only turns --turn-histories 100,5000`, twice): sessions of \
+  5,000 items went from **0.57 and 0.39x to 0.67 and 0.68x** of the floor at 1 client, **0.40 and \
+  0.38x to 0.44 and 0.43x** at 16, and **0.43 and 0.42x to 0.49 and 0.50x** at 64 (2,704 and 2,471 \
+  to 3,168 and 3,177 turns/s). Sessions of 100 items were unchanged (0.40 and 0.38x against 0.41 and \
+  0.41x at 16 clients).\n\
+- **The index of soft-deleted chats lists only those** (migration 13). `chats_deleted_at` serves \
+  the sweeper of `retention.inactive_days`, which only looks at chats with a `deleted_at`. As a full \
+  index it took a new entry at every append, because an append moves `updated_at` and so its update \
+  of the row is never HOT. Partial, it is never touched by appends to active chats, and both \
+  databases still use it for `deleted_at < cutoff`. pgbench running chatstore's two turn statements \
+  on its own schema, against the floor's, 16 clients, alternating: 0.74-0.86x with the full index, \
+  0.84-0.87x with the partial one. That is a point or two, below what the turn tables can see.\n\
+- **Where a turn's CPU goes, process by process (a measurement).** `wrk` at 16 connections driving \
+  the turns above against a `chatstore serve`, and pgbench at 16 clients on the same database, with \
+  each process's CPU read from /proc over 8 s of each run:\n\
+\x20\x20- Through the server, before the read's fix: PostgreSQL spent **500-530 µs** of CPU per \
+  chatstore turn, the server 170-180 µs and `wrk` 35-38 µs.\n\
+\x20\x20- pgbench running chatstore's two statements: PostgreSQL **274-289 µs** a turn. The floor's two \
+  statements: **226-229 µs**, with pgbench itself at about 34 µs.\n\
+\x20\x20- Of the 220-250 µs between PostgreSQL's cost under the server and under pgbench, about 105 µs \
+  was the read's planning (removed above) and about 100 µs the background search batch (40 ms a \
+  batch of about 1,000 items).\n\
+\x20\x20- The chat row's secondary indexes and the upsert make chatstore's two statements cost 20-25% \
+  more than the floor's.\n\
+\x20\x20- What 0.8x of the floor would take on two shared cores: the floor's turn costs about 262 µs of \
+  CPU, PostgreSQL's and pgbench's. chatstore's whole turn (load generator, server and PostgreSQL) \
+  would have to fit in about 330 µs. That is about what PostgreSQL alone spends on chatstore's two \
+  statements, before search indexing and before the server.\n\
+\x20\x20- With autovacuum off on these machines, the chat rows' dead versions pile up, since every \
+  append's update is non-HOT. After about 1,000,000 of them, turns ran at 1,979 a second, and at \
+  2,630 after a `VACUUM`. Up to 158,000, about what a turn table leaves, they cost nothing \
+  measurable.";
 
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
