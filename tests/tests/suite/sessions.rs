@@ -587,6 +587,23 @@ async fn migrated_with_pool(
     db
 }
 
+/// A transaction of another connection holding the row of alice's chat `s`, and that
+/// connection's `Db`, to watch from.
+async fn hold_alices_chat_row(
+    database: &chatstore_tests::TestDatabase,
+) -> (repositories::Db, sea_orm::DatabaseTransaction) {
+    use repositories::sea_orm::TransactionTrait;
+    let observer = database.connect().await;
+    let holder = observer.connection().begin().await.unwrap();
+    holder
+        .execute_unprepared(
+            "SELECT 1 FROM chats WHERE user_id = 'alice' AND chat_id = 's' FOR UPDATE",
+        )
+        .await
+        .unwrap();
+    (observer, holder)
+}
+
 /// Session reads and appends keep their connections between statements, at most half the pool
 /// of them: with more at once, the others wait in line for one of those rather than take the
 /// rest of the pool, which other requests need, and give up as the pool would, after its
@@ -597,20 +614,12 @@ async fn migrated_with_pool(
 /// timeout: the three in line fail as unavailable, having written nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_statements_beyond_half_the_pool_wait_in_line() {
-    use repositories::sea_orm::TransactionTrait;
     with_database(Backend::Postgres, async |database| {
         let db = migrated_with_pool(database, 4).await;
         let item = r#"{"role":"user","content":"hello"}"#;
         db.sessions().add_items("alice", "s", &[item], None).await.unwrap();
 
-        let observer = database.connect().await;
-        let holder = observer.connection().begin().await.unwrap();
-        holder
-            .execute_unprepared(
-                "SELECT 1 FROM chats WHERE user_id = 'alice' AND chat_id = 's' FOR UPDATE",
-            )
-            .await
-            .unwrap();
+        let (observer, holder) = hold_alices_chat_row(database).await;
         let started = std::time::Instant::now();
         let appends: Vec<_> = (0..5)
             .map(|_| {
@@ -675,14 +684,7 @@ async fn a_statement_waits_for_a_connection_one_acquire_timeout_in_all() {
         db.sessions().add_items("alice", "s", &[item], None).await.unwrap();
         let holding_the_pools_other_connection = db.connection().begin().await.unwrap();
 
-        let observer = database.connect().await;
-        let holder = observer.connection().begin().await.unwrap();
-        holder
-            .execute_unprepared(
-                "SELECT 1 FROM chats WHERE user_id = 'alice' AND chat_id = 's' FOR UPDATE",
-            )
-            .await
-            .unwrap();
+        let (observer, holder) = hold_alices_chat_row(database).await;
         let append = |db: repositories::Db| {
             tokio::spawn(async move {
                 let started = std::time::Instant::now();
