@@ -1,7 +1,7 @@
 //! The query plans of every list and page query, so tests can check that none of them reads
 //! a whole table.
 
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement};
 
 use crate::{Db, RepoResult, chatkit, chats, search, sessions};
 
@@ -42,22 +42,12 @@ impl Db {
             let explain =
                 Statement { sql: format!("{prefix}{}", statement.sql), ..statement.clone() };
             let rows = self.connection().query_all_raw(explain).await?;
-            let column = match backend {
-                DbBackend::Sqlite => "detail",
-                _ => "QUERY PLAN",
-            };
-            let plan = rows
-                .iter()
-                .map(|row| row.try_get::<String>("", column))
-                .collect::<Result<Vec<_>, _>>()?
-                .join("\n");
+            let plan = plan_text(backend, &rows)?;
             plans.push(QueryPlan { name, sql: statement.sql, plan });
         }
         Ok(plans)
     }
-}
 
-impl Db {
     /// The plans PostgreSQL keeps for the session reads of an agent turn once each has run
     /// as a prepared statement as often as a busy connection runs it: the plan of a seventh
     /// execution on `user`'s `session`, after six. Prepared statements are planned either
@@ -89,18 +79,24 @@ impl Db {
                 DbBackend::Postgres,
                 format!("EXPLAIN EXECUTE turn_read {arguments}"),
             );
-            let rows = txn.query_all_raw(explain).await?;
-            let plan = rows
-                .iter()
-                .map(|row| row.try_get::<String>("", "QUERY PLAN"))
-                .collect::<Result<Vec<_>, _>>()?
-                .join("\n");
+            let plan = plan_text(DbBackend::Postgres, &txn.query_all_raw(explain).await?)?;
             txn.execute_unprepared("DEALLOCATE turn_read").await?;
             plans.push(QueryPlan { name, sql: sql.to_owned(), plan });
         }
         txn.rollback().await?;
         Ok(plans)
     }
+}
+
+/// The rows of `EXPLAIN` (PostgreSQL) or `EXPLAIN QUERY PLAN` (SQLite), a line each.
+fn plan_text(backend: DbBackend, rows: &[QueryResult]) -> RepoResult<String> {
+    let column = match backend {
+        DbBackend::Sqlite => "detail",
+        _ => "QUERY PLAN",
+    };
+    let lines =
+        rows.iter().map(|row| row.try_get::<String>("", column)).collect::<Result<Vec<_>, _>>()?;
+    Ok(lines.join("\n"))
 }
 
 #[cfg(test)]

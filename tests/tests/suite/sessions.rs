@@ -604,6 +604,15 @@ async fn hold_alices_chat_row(
     (observer, holder)
 }
 
+/// The backends of the test's database waiting on a lock (PostgreSQL), seen from `observer`.
+async fn waiting_on_locks(observer: &repositories::Db) -> Vec<i32> {
+    let sql = "SELECT pid FROM pg_stat_activity \
+               WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let statement = sea_orm::Statement::from_string(observer.db_backend(), sql);
+    let rows = observer.connection().query_all_raw(statement).await.unwrap();
+    rows.iter().map(|row| row.try_get::<i32>("", "pid").unwrap()).collect()
+}
+
 /// Session reads and appends keep their connections between statements, at most half the pool
 /// of them: with more at once, the others wait in line for one of those rather than take the
 /// rest of the pool, which other requests need, and give up as the pool would, after its
@@ -629,13 +638,7 @@ async fn session_statements_beyond_half_the_pool_wait_in_line() {
                 })
             })
             .collect();
-        let waiting_on_the_row = async || {
-            let sql = "SELECT count(*) AS n FROM pg_stat_activity \
-                       WHERE datname = current_database() AND wait_event_type = 'Lock'";
-            let statement = sea_orm::Statement::from_string(observer.db_backend(), sql);
-            let row = observer.connection().query_one_raw(statement).await.unwrap().unwrap();
-            row.try_get::<i64>("", "n").unwrap()
-        };
+        let waiting_on_the_row = async || waiting_on_locks(&observer).await.len();
         while waiting_on_the_row().await < 2 {
             assert!(
                 started.elapsed() < Duration::from_secs(2),
@@ -693,16 +696,9 @@ async fn a_statement_waits_for_a_connection_one_acquire_timeout_in_all() {
             })
         };
         let first = append(db.clone());
-        let waiting_on_the_row = async || {
-            let sql = "SELECT pid FROM pg_stat_activity \
-                       WHERE datname = current_database() AND wait_event_type = 'Lock'";
-            let statement = sea_orm::Statement::from_string(observer.db_backend(), sql);
-            let row = observer.connection().query_one_raw(statement).await.unwrap();
-            row.map(|row| row.try_get::<i32>("", "pid").unwrap())
-        };
         let first_backend = within(Duration::from_secs(2), async {
             loop {
-                if let Some(pid) = waiting_on_the_row().await {
+                if let Some(&pid) = waiting_on_locks(&observer).await.first() {
                     return pid;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
